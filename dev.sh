@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One entry point for a fresh clone: sets up what reelhouse needs (a virtualenv with the pinned
+# packages, Delta Lake's jars cached from Maven Central), then runs the command.
+#   ./dev.sh run [--data DIR]   build the whole warehouse (default: a built-in synthetic dataset)
+#   ./dev.sh test [PYTEST ARGS] lint (ruff, sqlfluff) and run the test suite
+#   ./dev.sh COMMAND ...        any other reelhouse command, e.g. ./dev.sh sql "show tables in movielens"
+set -euo pipefail
+cd "$(dirname "$0")"
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "dev.sh: creating .venv with $($python --version)" >&2
+    "$python" -m venv .venv
+fi
+# Reinstall only when the dependency list changed.
+stamp=".venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+    echo "dev.sh: installing reelhouse and its pinned dependencies into .venv" >&2
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -e '.[dev]'
+    touch "$stamp"
+fi
+.venv/bin/reelhouse setup
+
+command=${1:-run}
+[ $# -gt 0 ] && shift
+case "$command" in
+    test)
+        .venv/bin/ruff check .
+        .venv/bin/sqlfluff lint sql udfs
+        exec .venv/bin/python -m pytest "$@"
+        ;;
+    *)
+        exec .venv/bin/reelhouse "$command" "$@"
+        ;;
+esac

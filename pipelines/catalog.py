@@ -1,0 +1,246 @@
+"""The table catalogue: where tables live, how they get names in a session, how they are written.
+
+Every table is a Delta table at <warehouse>/<schema>/<table>. A session learns the tables by
+listing that folder and registering each one by LOCATION (the Delta log is the source of truth,
+so nothing else has to be kept in step). Views keep their SQL in <warehouse>/<schema>/_views.
+All writes go through `replace_table` / `merge_into`: one Delta commit each, so a reader sees the
+old version or the new one, never a partial table.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pipelines.errors import ReelhouseError
+from pipelines.settings import Settings
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def check_identifier(name: str, what: str = "table name") -> str:
+    """Names reach SQL only after this check (no quoting games with user input)."""
+    if not isinstance(name, str) or not IDENTIFIER.match(name):
+        raise ReelhouseError(
+            f"{name!r} is not a valid {what}: use letters, digits and underscores only.")
+    return name
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal: backslashes and quotes escaped, so the value stays a value."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def qualified(settings: Settings, table: str) -> str:
+    return f"{settings.schema}.{check_identifier(table)}"
+
+
+# --- files on the warehouse's file system (local, s3a://, hdfs://, abfss:// alike) ---------
+
+def _fs_path(spark, location: str):
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(location)
+    return path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+
+def list_tables_on_storage(spark, settings: Settings) -> list[str]:
+    """Names of the Delta tables under <warehouse>/<schema>, read from storage."""
+    root, fs = _fs_path(spark, f"{settings.warehouse}/{settings.schema}")
+    if not fs.exists(root):
+        return []
+    jvm = spark.sparkContext._jvm
+    names = []
+    for status in fs.listStatus(root):
+        name = status.getPath().getName()
+        if status.isDirectory() and IDENTIFIER.match(name):
+            if fs.exists(jvm.org.apache.hadoop.fs.Path(status.getPath(), "_delta_log")):
+                names.append(name)
+    return sorted(names)
+
+
+def _read_text_files(spark, location: str) -> dict[str, str]:
+    folder, fs = _fs_path(spark, location)
+    if not fs.exists(folder):
+        return {}
+    texts = {}
+    for status in fs.listStatus(folder):
+        name = status.getPath().getName()
+        if name.endswith(".sql"):
+            stream = fs.open(status.getPath())
+            try:
+                data = spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream)
+            finally:
+                stream.close()
+            texts[name[:-4]] = bytes(data).decode("utf-8")
+    return texts
+
+
+def _write_text_file(spark, location: str, text: str) -> None:
+    path, fs = _fs_path(spark, location)
+    stream = fs.create(path, True)
+    try:
+        stream.write(bytearray(text.encode("utf-8")))
+    finally:
+        stream.close()
+
+
+def _delete_path(spark, location: str) -> None:
+    path, fs = _fs_path(spark, location)
+    if fs.exists(path):
+        fs.delete(path, True)
+
+
+# --- registering names ---------------------------------------------------------------------
+
+def register_warehouse(spark, settings: Settings) -> list[str]:
+    """Give every table on storage its name in this session (idempotent; call again to pick up
+    tables another process created). Returns the table names."""
+    schema = settings.schema
+    spark.sql(f"create schema if not exists {schema}")
+    known = {row.tableName for row in spark.sql(f"show tables in {schema}").collect()
+             if not row.isTemporary}
+    tables = list_tables_on_storage(spark, settings)
+    for table in tables:
+        if table not in known:
+            spark.sql(f"create table if not exists {schema}.{table} using delta "
+                      f"location {sql_string(settings.table_location(table))}")
+    views = _read_text_files(spark, settings.views_location)
+    pending = {name: sql for name, sql in views.items() if IDENTIFIER.match(name)}
+    # Views may select from views: create in rounds until nothing more can be created.
+    while pending:
+        created = []
+        for name, sql in pending.items():
+            try:
+                spark.sql(f"create or replace view {schema}.{name} as {sql}")
+                created.append(name)
+            except Exception:  # an input view not created yet; try again next round
+                continue
+        if not created:
+            break
+        for name in created:
+            del pending[name]
+    return tables
+
+
+def table_exists(spark, settings: Settings, table: str) -> bool:
+    return spark.catalog.tableExists(qualified(settings, table))
+
+
+def current_version(spark, settings: Settings, table: str) -> int | None:
+    """The table's latest Delta version, or None when it does not exist yet."""
+    if not table_exists(spark, settings, table):
+        return None
+    from delta.tables import DeltaTable
+
+    try:
+        history = DeltaTable.forName(spark, qualified(settings, table)).history(1)
+    except Exception:  # a view, or a folder that is not a Delta table
+        return None
+    return history.select("version").first()[0]
+
+
+def rows_in_last_commit(spark, settings: Settings, table: str) -> int | None:
+    """Rows the table's last commit wrote, read from the Delta log (no pass over the data)."""
+    from delta.tables import DeltaTable
+
+    try:
+        last = DeltaTable.forName(spark, qualified(settings, table)).history(1).first()
+    except Exception:  # a view, or not a table yet
+        return None
+    metrics = last["operationMetrics"] or {}
+    for key in ("numOutputRows", "numTargetRowsInserted"):
+        if key in metrics:
+            return int(metrics[key])
+    return None
+
+
+def restore(spark, settings: Settings, table: str, version: int | None) -> None:
+    """Put a table back to a version (None: the table did not exist, so drop it again)."""
+    name = qualified(settings, table)
+    if version is None:
+        spark.sql(f"drop table if exists {name}")
+        _delete_path(spark, settings.table_location(table))
+    elif current_version(spark, settings, table) != version:
+        spark.sql(f"restore table {name} to version as of {int(version)}")
+
+
+# --- writing -------------------------------------------------------------------------------
+
+def with_comments(df, column_comments: dict[str, str] | None):
+    """Column descriptions ride in the schema's metadata, which Delta stores as column comments."""
+    for column, comment in (column_comments or {}).items():
+        if column in df.columns and comment:
+            df = df.withMetadata(column, {**df.schema[column].metadata, "comment": comment})
+    return df
+
+
+def replace_table(spark, settings: Settings, df, table: str, comment: str | None = None,
+                  column_comments: dict[str, str] | None = None,
+                  partition_by: list[str] | None = None) -> None:
+    """CREATE OR REPLACE TABLE … AS SELECT: one atomic Delta commit (readers see old or new)."""
+    name = qualified(settings, table)
+    source_view = f"__reelhouse_source_{table}"
+    with_comments(df, column_comments).createOrReplaceTempView(source_view)
+    partition_clause = ""
+    if partition_by:
+        partition_clause = "partitioned by (" + ", ".join(
+            check_identifier(c, "column name") for c in partition_by) + ")"
+    comment_clause = f"comment {sql_string(comment)}" if comment else ""
+    try:
+        spark.sql(
+            f"create or replace table {name} using delta {partition_clause} {comment_clause} "
+            f"location {sql_string(settings.table_location(table))} "
+            f"as select * from {source_view}")
+    finally:
+        spark.catalog.dropTempView(source_view)
+    _delete_path(spark, f"{settings.views_location}/{table}.sql")
+
+
+def merge_into(spark, settings: Settings, df, table: str, unique_key: list[str],
+               comment: str | None = None, column_comments: dict[str, str] | None = None) -> None:
+    """MERGE on unique_key (update matches, insert the rest): one atomic Delta commit.
+    The first run creates the table."""
+    if not table_exists(spark, settings, table):
+        replace_table(spark, settings, df, table, comment, column_comments)
+        return
+    keys = [check_identifier(k, "column name") for k in unique_key]
+    source_view = f"__reelhouse_source_{table}"
+    df.createOrReplaceTempView(source_view)
+    condition = " and ".join(f"target.{k} <=> source.{k}" for k in keys)
+    try:
+        spark.sql(
+            f"merge into {qualified(settings, table)} as target using {source_view} as source "
+            f"on {condition} when matched then update set * when not matched then insert *")
+    finally:
+        spark.catalog.dropTempView(source_view)
+
+
+def create_view(spark, settings: Settings, view: str, select_sql: str,
+                comment: str | None = None) -> None:
+    """A view, plus its SQL kept on storage so other sessions can recreate it by name."""
+    name = qualified(settings, view)
+    comment_clause = f"comment {sql_string(comment)}" if comment else ""
+    if current_version(spark, settings, view) is not None:
+        raise ReelhouseError(
+            f"{name} is a table: drop it before building it as a view.")
+    spark.sql(f"create or replace view {name} {comment_clause} as {select_sql}")
+    _write_text_file(spark, f"{settings.views_location}/{view}.sql", select_sql)
+
+
+# --- functions -----------------------------------------------------------------------------
+
+def udf_statements(settings: Settings) -> list[str]:
+    """The CREATE FUNCTION statements in udfs/*.sql, one per `;`-terminated statement."""
+    statements = []
+    for path in sorted(settings.udfs_dir.glob("*.sql")):
+        text = "\n".join(line for line in path.read_text().splitlines()
+                         if not line.lstrip().startswith("--"))
+        statements += [s.strip() for s in re.split(r";\s*(?:\n|$)", text) if s.strip()]
+    return statements
+
+
+def register_udfs(spark, settings: Settings) -> None:
+    """SQL functions from udfs/, persistent in this JVM's catalog so every session (each JDBC
+    connection to the Thrift server too) can call them as movielens.<name>."""
+    spark.sql(f"create schema if not exists {settings.schema}")
+    for statement in udf_statements(settings):
+        spark.sql(statement)

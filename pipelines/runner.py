@@ -1,0 +1,501 @@
+"""The model runner: render Jinja SQL models, order them by their refs, materialise them as
+Delta tables or views, and run the data tests declared in the YAML beside them.
+
+A model is one `.sql` file whose file name is the table name. It may call
+`{{ config(materialized='table'|'view'|'incremental', unique_key=..., partition_by=...,
+comment=...) }}`, `{{ ref('model') }}`, `{{ source('raw', 'ratings') }}`,
+`{{ var('name', default) }}`, `{{ is_incremental() }}`, `{{ this }}` and any macro from
+sql/macros/, as in dbt.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from pipelines import catalog, progress
+from pipelines.errors import ReelhouseError
+from pipelines.settings import Settings
+
+MATERIALIZATIONS = ("table", "view", "incremental")
+SAMPLE_ROWS = 5
+
+
+# --- values from var() ---------------------------------------------------------------------
+
+class SqlValue:
+    """A var() value: compares like the raw value in Jinja logic, renders as a SQL literal.
+    This is how command-line values reach SQL only quoted, never pasted raw."""
+
+    def __init__(self, value):
+        self.value = value
+
+    @property
+    def sql(self) -> str:
+        value = self.value
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise ReelhouseError(f"var value {value!r} is not a finite number.")
+            return repr(value)
+        if value is None:
+            return "null"
+        return catalog.sql_string(str(value))
+
+    def __eq__(self, other):
+        return self.value == (other.value if isinstance(other, SqlValue) else other)
+
+    def __hash__(self):
+        return hash(self.value)
+
+    def __str__(self):
+        return self.sql
+
+    def __float__(self):
+        return float(self.value)
+
+    def __int__(self):
+        return int(self.value)
+
+
+def parse_var(text: str):
+    """`--var key=value`: numbers and booleans become numbers and booleans, the rest strings."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            continue
+        if kind is float and not math.isfinite(value):
+            raise ReelhouseError(f"--var value {text!r} is not a finite number.")
+        return value
+    return text
+
+
+def parse_vars(pairs: list[str] | None) -> dict:
+    result = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ReelhouseError(f"--var takes name=value, got {pair!r}.")
+        result[catalog.check_identifier(key.strip(), "var name")] = parse_var(value)
+    return result
+
+
+def _finalize(value):
+    if isinstance(value, SqlValue):
+        return value.sql
+    return "" if value is None else value
+
+
+# --- the project: models, sources, docs ----------------------------------------------------
+
+@dataclass
+class Model:
+    name: str
+    path: Path
+    raw_sql: str
+    config: dict = field(default_factory=dict)
+    refs: list[str] = field(default_factory=list)
+    doc: dict = field(default_factory=dict)
+
+    @property
+    def materialized(self) -> str:
+        return self.config.get("materialized", "table")
+
+    @property
+    def description(self) -> str | None:
+        return self.config.get("comment") or self.doc.get("description")
+
+    @property
+    def column_docs(self) -> dict[str, dict]:
+        return {c["name"]: c for c in self.doc.get("columns", []) if "name" in c}
+
+
+@dataclass
+class Project:
+    settings: Settings
+    models: dict[str, Model]
+    sources: dict[tuple[str, str], str]
+    macros: str
+    vars: dict
+
+    def order(self) -> list[str]:
+        """Models in dependency order; a cycle fails naming the models in it."""
+        ordered, state = [], {}
+
+        def visit(name: str, path: list[str]) -> None:
+            if state.get(name) == "done":
+                return
+            if state.get(name) == "visiting":
+                cycle = path[path.index(name):] + [name]
+                raise ReelhouseError(f"Models form a cycle: {' -> '.join(cycle)}.")
+            state[name] = "visiting"
+            for parent in sorted(self.models[name].refs):
+                visit(parent, path + [name])
+            state[name] = "done"
+            ordered.append(name)
+
+        for name in sorted(self.models):
+            visit(name, [])
+        return ordered
+
+    def children(self) -> dict[str, set[str]]:
+        result: dict[str, set[str]] = {name: set() for name in self.models}
+        for model in self.models.values():
+            for parent in model.refs:
+                result[parent].add(model.name)
+        return result
+
+    def select(self, selectors: list[str] | None) -> list[str]:
+        """dbt-style selection: `m`, `m+` (m and everything downstream), `+m` (m and everything
+        upstream), `+m+`; several selectors are a union. Returned in dependency order."""
+        order = self.order()
+        if not selectors:
+            return order
+        children = self.children()
+        chosen: set[str] = set()
+        for selector in selectors:
+            for part in re.split(r"[\s,]+", selector.strip()):
+                if not part:
+                    continue
+                upstream, downstream = part.startswith("+"), part.endswith("+")
+                name = part.strip("+")
+                if name not in self.models:
+                    raise ReelhouseError(
+                        f"--select {part!r} names no model; models are: {', '.join(order)}.")
+                chosen |= {name}
+                if upstream:
+                    chosen |= self._walk(name, lambda n: self.models[n].refs)
+                if downstream:
+                    chosen |= self._walk(name, lambda n: children[n])
+        return [name for name in order if name in chosen]
+
+    @staticmethod
+    def _walk(start: str, neighbours) -> set[str]:
+        seen, stack = set(), [start]
+        while stack:
+            for nxt in neighbours(stack.pop()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return seen
+
+
+def _read_yaml_docs(folder: Path, default_schema: str) -> tuple[dict, dict, dict]:
+    """Model docs by name, sources as {(source, table): schema.table}, and project vars."""
+    docs, sources, project_vars = {}, {}, {}
+    for path in sorted(folder.rglob("*.yml")):
+        content = yaml.safe_load(path.read_text()) or {}
+        for model in content.get("models", []) or []:
+            docs[model["name"]] = model
+        for source in content.get("sources", []) or []:
+            schema = source.get("schema", default_schema)
+            for table in source.get("tables", []):
+                identifier = table.get("identifier", table["name"])
+                sources[(source["name"], table["name"])] = (
+                    f"{catalog.check_identifier(schema, 'schema')}."
+                    f"{catalog.check_identifier(identifier)}")
+        project_vars.update(content.get("vars", {}) or {})
+    return docs, sources, project_vars
+
+
+def load_project(settings: Settings, folders: tuple[str, ...] = ("models", "reports"),
+                 cli_vars: dict | None = None) -> Project:
+    """Read every model, its YAML docs and the macros; check refs before any SQL runs."""
+    models: dict[str, Model] = {}
+    docs, sources, project_vars = {}, {}, {}
+    for folder in folders:
+        root = settings.sql_dir / folder
+        if not root.exists():
+            continue
+        folder_docs, folder_sources, folder_vars = _read_yaml_docs(root, settings.schema)
+        docs.update(folder_docs)
+        sources.update(folder_sources)
+        project_vars.update(folder_vars)
+        for path in sorted(root.rglob("*.sql")):
+            name = path.stem
+            if not catalog.IDENTIFIER.match(name):
+                raise ReelhouseError(
+                    f"Model file {path} is not named as a plain identifier: rename it to "
+                    "letters, digits and underscores (the file name is the table name).")
+            if name in models:
+                raise ReelhouseError(
+                    f"Two models are named {name}: {models[name].path} and {path}.")
+            models[name] = Model(name=name, path=path, raw_sql=path.read_text())
+    macros = "\n".join(p.read_text() for p in sorted((settings.sql_dir / "macros").glob("*.sql")))
+    project = Project(settings, models, sources, macros, {**project_vars, **(cli_vars or {})})
+    for model in models.values():
+        model.doc = docs.get(model.name, {})
+        _render(project, model, parse_only=True)
+        if model.materialized not in MATERIALIZATIONS:
+            raise ReelhouseError(
+                f"Model {model.name} asks for materialized={model.materialized!r}; "
+                f"choose one of {', '.join(MATERIALIZATIONS)}.")
+        if model.materialized == "incremental" and not model.config.get("unique_key"):
+            raise ReelhouseError(f"Incremental model {model.name} needs a unique_key in config().")
+    unknown = [(m.name, r) for m in models.values() for r in m.refs if r not in models]
+    if unknown:
+        listed = "; ".join(f"{m} refers to {r}" for m, r in unknown)
+        raise ReelhouseError(f"Unknown ref: {listed}. No SQL was run.")
+    project.order()  # cycles fail here, before any SQL runs
+    return project
+
+
+def _var_function(project: Project, user: str):
+    """var(name, default): the command line's value, else the project's, else the default."""
+
+    def var(name: str, default=None):
+        if name in project.vars:
+            return SqlValue(project.vars[name])
+        if default is None:
+            raise ReelhouseError(f"{user} needs var {name!r}: pass --var {name}=VALUE.")
+        return SqlValue(default)
+
+    return var
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, finalize=_finalize,
+                              keep_trailing_newline=True)
+
+
+def _render(project: Project, model: Model, parse_only: bool = False,
+            incremental: bool = False) -> str:
+    """Render one model. In parse mode it records config() and ref() calls (the DAG)."""
+    schema = project.settings.schema
+    refs: list[str] = []
+    config: dict = {}
+
+    def ref(name: str) -> str:
+        refs.append(name)
+        if not parse_only and name not in project.models:
+            raise ReelhouseError(f"{model.name} refers to unknown model {name}.")
+        return f"{schema}.{catalog.check_identifier(name, 'model name')}"
+
+    def source(source_name: str, table: str) -> str:
+        key = (source_name, table)
+        if key not in project.sources:
+            raise ReelhouseError(
+                f"{model.name} uses source({source_name!r}, {table!r}), which no sources: "
+                "block in the YAML declares.")
+        return project.sources[key]
+
+    def config_(**kwargs) -> str:
+        config.update(kwargs)
+        return ""
+
+    context = {
+        "ref": ref,
+        "source": source,
+        "var": _var_function(project, model.name),
+        "config": config_,
+        "is_incremental": lambda: incremental,
+        "this": f"{schema}.{model.name}",
+    }
+    try:
+        template = _environment().from_string(project.macros + "\n" + model.raw_sql)
+        sql = template.render(**context)
+    except ReelhouseError:
+        raise
+    except jinja2.TemplateError as exc:
+        raise ReelhouseError(f"Model {model.name} does not render: {exc}.") from exc
+    if parse_only:
+        model.refs = sorted(set(refs))
+        model.config = config
+    return sql.strip().rstrip(";")
+
+
+def render_text(project: Project, text: str) -> str:
+    """Render a snippet (a YAML test expression) with var() only."""
+
+    return _environment().from_string(str(text)).render(var=_var_function(project, "A data test"))
+
+
+# --- data tests -----------------------------------------------------------------------------
+
+@dataclass
+class DataTest:
+    name: str
+    sql: str  # returns the failing rows; zero rows is a pass
+    severity: str = "error"
+    message: str | None = None  # what to tell the user when it fails, if not the generic line
+
+
+def _literal(value) -> str:
+    return SqlValue(value).sql
+
+
+def _test_target(project: Project, to: str) -> str:
+    match = re.fullmatch(r"\s*ref\(\s*['\"](\w+)['\"]\s*\)\s*", to)
+    if match:
+        return f"{project.settings.schema}.{catalog.check_identifier(match.group(1))}"
+    match = re.fullmatch(r"\s*source\(\s*['\"](\w+)['\"]\s*,\s*['\"](\w+)['\"]\s*\)\s*", to)
+    if match and (match.group(1), match.group(2)) in project.sources:
+        return project.sources[(match.group(1), match.group(2))]
+    raise ReelhouseError(f"relationships test target {to!r} must be ref('model') or source().")
+
+
+def _one_test(project: Project, table: str, column: str | None, spec) -> DataTest:
+    kind, args = (spec, {}) if isinstance(spec, str) else next(iter(spec.items()))
+    args = dict(args or {})
+    severity = args.pop("severity", "error")
+    col = catalog.check_identifier(column, "column name") if column else None
+    if kind == "not_null":
+        sql = f"select * from {table} where {col} is null"
+    elif kind == "unique":
+        columns = [catalog.check_identifier(c, "column name")
+                   for c in args.get("columns", [col])]
+        keys = ", ".join(columns)
+        sql = (f"select {keys}, count(*) as num_rows from {table} "
+               f"group by {keys} having count(*) > 1")
+        column = "+".join(columns)
+    elif kind == "accepted_values":
+        values = ", ".join(_literal(v) for v in args["values"])
+        sql = f"select * from {table} where {col} is not null and {col} not in ({values})"
+    elif kind == "accepted_range":
+        inclusive = args.get("inclusive", True)
+        checks = []
+        if "min_value" in args:
+            checks.append(f"{col} {'<' if inclusive else '<='} {_literal(args['min_value'])}")
+        if "max_value" in args:
+            checks.append(f"{col} {'>' if inclusive else '>='} {_literal(args['max_value'])}")
+        sql = f"select * from {table} where " + " or ".join(checks)
+    elif kind == "relationships":
+        parent = _test_target(project, args["to"])
+        field_ = catalog.check_identifier(args["field"], "column name")
+        sql = (f"select child.* from {table} as child left anti join {parent} as parent "
+               f"on child.{col} = parent.{field_} where child.{col} is not null")
+    elif kind == "expression_is_true":
+        # Project-authored YAML (not user input) may state any boolean expression; var() in it
+        # renders as a literal, so a threshold can come from the command line.
+        expression = render_text(project, args["expression"])
+        sql = f"select * from {table} where not coalesce(({expression}), false)"
+    else:
+        raise ReelhouseError(f"Unknown data test {kind!r} on {table}.")
+    label = f"{kind}({table.split('.')[-1]}{'.' + column if column else ''})"
+    return DataTest(name=label, sql=sql, severity=severity, message=args.get("message"))
+
+
+def data_tests(project: Project, model: Model) -> list[DataTest]:
+    table = f"{project.settings.schema}.{model.name}"
+    tests = []
+    for column in model.doc.get("columns", []):
+        for spec in column.get("data_tests", column.get("tests", [])) or []:
+            tests.append(_one_test(project, table, column["name"], spec))
+    for spec in model.doc.get("data_tests", model.doc.get("tests", [])) or []:
+        tests.append(_one_test(project, table, None, spec))
+    return tests
+
+
+def run_tests(spark, project: Project, model: Model) -> list[str]:
+    """Run a model's data tests; returns the failures of severity error (warnings are printed)."""
+    failures = []
+    for test in data_tests(project, model):
+        failing = spark.sql(test.sql)
+        num_failing = failing.count()
+        if num_failing == 0:
+            continue
+        sample = [row.asDict() for row in failing.limit(SAMPLE_ROWS).collect()]
+        level = "WARN" if test.severity == "warn" else "FAIL"
+        progress.say(f"  {level} {test.name}: {num_failing:,} failing rows, e.g. {sample}")
+        if test.severity != "warn":
+            failures.append(test.message or f"{test.name} ({num_failing:,} rows)")
+    return failures
+
+
+# --- compile and build ------------------------------------------------------------------------
+
+def compile_project(project: Project, selectors: list[str] | None = None) -> list[Path]:
+    """Write each selected model's rendered SQL, and its tests, under target/compiled/."""
+    out = project.settings.target_dir / "compiled"
+    written = []
+    for name in project.select(selectors):
+        model = project.models[name]
+        layer = model.path.parent.name
+        path = out / layer / f"{name}.sql"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_render(project, model) + "\n")
+        written.append(path)
+        for index, test in enumerate(data_tests(project, model)):
+            test_path = out / "tests" / f"{name}__{index:02d}.sql"
+            test_path.parent.mkdir(parents=True, exist_ok=True)
+            test_path.write_text(f"-- {test.name} ({test.severity})\n{test.sql}\n")
+    return written
+
+
+def build(spark, project: Project, selectors: list[str] | None = None) -> list[str]:
+    """Materialise the selected models in dependency order, testing each after it is built.
+    If a model or a test fails, every table built by this call goes back to the version it had
+    before, so a failed build leaves the warehouse as it was."""
+    settings = project.settings
+    names = project.select(selectors)
+    before: dict[str, int | None] = {}
+    try:
+        for index, name in enumerate(names, start=1):
+            model = project.models[name]
+            started = time.monotonic()
+            if model.materialized != "view":
+                before[name] = catalog.current_version(spark, settings, name)
+            try:
+                _materialise(spark, project, model)
+            except ReelhouseError:
+                raise
+            except Exception as exc:  # Spark's analysis or runtime error: its first line says it
+                text = str(exc).strip()
+                first_line = text.splitlines()[0] if text else repr(exc)
+                raise ReelhouseError(
+                    f"Model {name} ({model.path.relative_to(settings.sql_dir.parent)}) failed: "
+                    f"{first_line}") from exc
+            failures = run_tests(spark, project, model)
+            if failures:
+                raise ReelhouseError(
+                    f"Data tests failed on {settings.schema}.{name}: {'; '.join(failures)}. "
+                    "The build was rolled back.")
+            rows = catalog.rows_in_last_commit(spark, settings, name)
+            rows = f"{rows:,} rows" if rows is not None and model.materialized != "view" else ""
+            progress.say(f"[{index}/{len(names)}] {model.materialized:<11} "
+                         f"{settings.schema}.{name} ok ({time.monotonic() - started:.1f}s"
+                         f"{', ' + rows if rows else ''})")
+    except Exception:
+        for name, version in reversed(list(before.items())):
+            try:
+                catalog.restore(spark, settings, name, version)
+            except Exception as exc:  # keep restoring the others; say which one failed
+                progress.say(f"could not restore {name} to version {version}: {exc}")
+        raise
+    return names
+
+
+def _materialise(spark, project: Project, model: Model) -> None:
+    settings = project.settings
+    column_comments = {c: d.get("description") for c, d in model.column_docs.items()}
+    if model.materialized == "view":
+        catalog.create_view(spark, settings, model.name, _render(project, model),
+                            model.description)
+        return
+    exists = catalog.table_exists(spark, settings, model.name)
+    incremental = model.materialized == "incremental" and exists
+    df = spark.sql(_render(project, model, incremental=incremental))
+    if incremental:
+        keys = model.config["unique_key"]
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        catalog.merge_into(spark, settings, df, model.name, keys)
+    else:
+        partition_by = model.config.get("partition_by")
+        partition_by = [partition_by] if isinstance(partition_by, str) else partition_by
+        catalog.replace_table(spark, settings, df, model.name, model.description,
+                              column_comments, partition_by)

@@ -1,0 +1,75 @@
+"""Configuration, read once: command-line flags win over environment variables over defaults."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines.errors import ReelhouseError
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+SCHEMA = "movielens"
+_URI_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def normalise_warehouse(path: str) -> str:
+    """A warehouse root as Spark wants it: URIs (s3a://, hdfs://, abfss://, file://) kept as they
+    are, local paths made absolute so a table's LOCATION means the same from any directory."""
+    path = path.strip()
+    if not path:
+        raise ReelhouseError(
+            "The warehouse path is empty: pass --warehouse PATH or unset REELHOUSE_WAREHOUSE.")
+    if _URI_SCHEME.match(path):
+        return path.rstrip("/")
+    return str(Path(path).expanduser().resolve())
+
+
+def default_jars_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(os.environ.get("REELHOUSE_JARS_DIR") or Path(cache) / "reelhouse" / "jars")
+
+
+@dataclass(frozen=True)
+class Settings:
+    warehouse: str = field(default_factory=lambda: normalise_warehouse(
+        os.environ.get("REELHOUSE_WAREHOUSE", "warehouse")))
+    master: str = field(default_factory=lambda: os.environ.get("REELHOUSE_MASTER", "local[*]"))
+    driver_memory: str = field(
+        default_factory=lambda: os.environ.get("REELHOUSE_DRIVER_MEMORY", "4g"))
+    # Extra Spark settings, e.g. from `--conf key=value`; they win over ours.
+    spark_conf: tuple[tuple[str, str], ...] = ()
+    jars_dir: Path = field(default_factory=default_jars_dir)
+    sql_dir: Path = PROJECT_DIR / "sql"
+    udfs_dir: Path = PROJECT_DIR / "udfs"
+    target_dir: Path = field(default_factory=lambda: Path("target").resolve())
+    schema: str = SCHEMA
+
+    @property
+    def is_local(self) -> bool:
+        return self.master.startswith("local")
+
+    def table_location(self, table: str) -> str:
+        """Where a table's Delta files live: <warehouse>/<schema>/<table>."""
+        return f"{self.warehouse}/{self.schema}/{table}"
+
+    @property
+    def views_location(self) -> str:
+        """Views have no data files; their SQL is kept here so every session can recreate them."""
+        return f"{self.warehouse}/{self.schema}/_views"
+
+    @property
+    def checkpoint_location(self) -> str:
+        return f"{self.warehouse}/_checkpoints"
+
+
+def parse_conf(pairs: list[str] | None) -> tuple[tuple[str, str], ...]:
+    """`--conf key=value` pairs, checked so a typo fails here and not deep inside Spark."""
+    parsed = []
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ReelhouseError(f"--conf takes key=value, got {pair!r}.")
+        parsed.append((key.strip(), value.strip()))
+    return tuple(parsed)

@@ -1,0 +1,147 @@
+"""Ingest lands every line of every GroupLens layout in the raw tables, numbered and decoded."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from pipelines import ingest
+from pipelines.errors import ReelhouseError
+
+
+def write(folder: Path, name: str, text: str, encoding: str = "utf-8", crlf: bool = False):
+    folder.mkdir(parents=True, exist_ok=True)
+    data = text.replace("\n", "\r\n") if crlf else text
+    (folder / name).write_bytes(data.encode(encoding))
+    return folder / name
+
+
+def latest_folder(root: Path) -> Path:
+    """ml-latest layout with CRLF endings, a quoted title and non-Latin letters."""
+    folder = root / "ml-latest-tiny"
+    write(folder, "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n"
+          "1,2,3.5,964981247\n2,1,5.0,964982224\n", crlf=True)
+    write(folder, "movies.csv", 'movieId,title,genres\n1,Toy Story (1995),Adventure|Animation\n'
+          '2,"American President, The (1995)",Comedy|Drama|Romance\n'
+          '3,Амели (2001),(no genres listed)\n', crlf=True)
+    write(folder, "tags.csv", 'userId,movieId,tag,timestamp\n1,1,"pixar, fun",1139045764\n',
+          crlf=True)
+    write(folder, "links.csv", "movieId,imdbId,tmdbId\n1,0114709,862\n2,0112346,\n", crlf=True)
+    return folder
+
+
+def raw_lines(spark, table: str) -> list[tuple]:
+    return [tuple(r) for r in spark.sql(
+        f"select line_number, raw_line, is_decodable, dataset_format from movielens.{table} "
+        "order by line_number").collect()]
+
+
+def test_ml_latest_csv_with_crlf_lands_every_data_line(spark, new_warehouse, tmp_path):
+    settings = new_warehouse()
+    counts = ingest.ingest_dataset(spark, settings, latest_folder(tmp_path))
+    assert counts == {"ratings": 3, "movies": 3, "tags": 1, "links": 2, "users": 0, "genres": 0}
+    assert raw_lines(spark, "raw_ratings") == [
+        (2, "1,1,4.0,964982703", True, "ml-latest"),
+        (3, "1,2,3.5,964981247", True, "ml-latest"),
+        (4, "2,1,5.0,964982224", True, "ml-latest")]
+    movies = raw_lines(spark, "raw_movies")
+    assert movies[1][1] == '2,"American President, The (1995)",Comedy|Drama|Romance'
+    assert movies[2][1] == "3,Амели (2001),(no genres listed)"
+    files = spark.sql("select file_kind, lines_read from movielens.ingest_files "
+                      "order by file_kind").collect()
+    assert [tuple(r) for r in files] == [("links", 2), ("movies", 3), ("ratings", 3), ("tags", 1)]
+
+
+def test_ml_100k_reads_tabs_pipes_and_iso_8859_1(spark, new_warehouse, tmp_path):
+    folder = tmp_path / "ml-100k"
+    write(folder, "u.data", "196\t242\t3\t881250949\n186\t302\t3\t891717742\n")
+    write(folder, "u.item", "1|Toy Story (1995)|01-Jan-1995||http://us.imdb.com/M/title-exact?"
+          "Toy%20Story%20(1995)|0|0|0|1|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0\n"
+          "2|Misérables, Les (1995)|01-Jan-1995||http://x|0|0|0|0|0|0|0|0|1|0|0|0|1|0|0|0|0|0|0\n",
+          encoding="iso-8859-1")
+    write(folder, "u.user", "1|24|M|technician|85711\n2|53|F|other|94043\n")
+    write(folder, "u.genre", "unknown|0\nAction|1\nAdventure|2\n\n")
+    settings = new_warehouse()
+    counts = ingest.ingest_dataset(spark, settings, folder)
+    assert counts["ratings"] == 2 and counts["movies"] == 2 and counts["users"] == 2
+    assert raw_lines(spark, "raw_ratings")[0] == (1, "196\t242\t3\t881250949", True, "ml-100k")
+    assert raw_lines(spark, "raw_movies")[1][1].startswith("2|Misérables, Les (1995)|")
+    # u.genre ends with an empty line: it is read (and counted) like any other line.
+    assert counts["genres"] == 4
+
+
+def test_ml_1m_and_ml_10m_are_told_apart_by_users_dat(spark, new_warehouse, tmp_path):
+    one_m = tmp_path / "ml-1m"
+    write(one_m, "ratings.dat", "1::1193::5::978300760\n1::661::3::978302109\n")
+    write(one_m, "movies.dat", "73::Misérables, Les (1995)::Drama|Musical\n",
+          encoding="iso-8859-1")
+    write(one_m, "users.dat", "1::F::1::10::48067\n")
+    assert ingest.detect_layout(one_m).name == "ml-1m"
+    settings = new_warehouse()
+    ingest.ingest_dataset(spark, settings, one_m)
+    assert raw_lines(spark, "raw_movies") == [
+        (1, "73::Misérables, Les (1995)::Drama|Musical", True, "ml-1m")]
+
+    ten_m = tmp_path / "ml-10M100K"
+    write(ten_m, "ratings.dat", "1::122::5::838985046\n1::185::4.5::838983525\n")
+    write(ten_m, "movies.dat", "122::Boomerang (1992)::Comedy|Romance\n")
+    write(ten_m, "tags.dat", "15::4973::excellent!::1215184630\n")
+    assert ingest.detect_layout(ten_m).name == "ml-10m"
+
+
+def test_utf8_bom_is_stripped_and_undecodable_bytes_are_flagged(spark, new_warehouse, tmp_path):
+    folder = tmp_path / "bom"
+    write(folder, "ratings.csv", "\ufeffuserId,movieId,rating,timestamp\n1,1,4.0,964982703\n")
+    (folder / "ratings.csv").write_bytes((folder / "ratings.csv").read_bytes()
+                                         + b"1,2,4.0,96\xff\xfe82703\n")
+    write(folder, "movies.csv", "\ufeffmovieId,title,genres\n1,Toy Story (1995),Animation\n")
+    settings = new_warehouse()
+    ingest.ingest_dataset(spark, settings, folder)
+    rows = raw_lines(spark, "raw_ratings")
+    assert rows[0] == (2, "1,1,4.0,964982703", True, "ml-latest")
+    assert rows[1][0] == 3 and rows[1][2] is False
+
+
+def test_gzip_files_are_read_and_a_truncated_one_fails_clearly(spark, new_warehouse, tmp_path):
+    folder = tmp_path / "gz"
+    body = "userId,movieId,rating,timestamp\n" + "".join(
+        f"{u},{m},4.0,964982703\n" for u in range(1, 40) for m in range(1, 40))
+    (folder).mkdir()
+    (folder / "ratings.csv.gz").write_bytes(gzip.compress(body.encode()))
+    write(folder, "movies.csv", "movieId,title,genres\n1,Toy Story (1995),Animation\n")
+    settings = new_warehouse()
+    assert ingest.ingest_dataset(spark, settings, folder)["ratings"] == 39 * 39
+
+    data = gzip.compress(body.encode())
+    (folder / "ratings.csv.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ReelhouseError, match="truncated or damaged"):
+        ingest.ingest_dataset(spark, settings, folder)
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"readme.txt": "hello\n"}, "holds no MovieLens layout"),
+    ({"movies.csv": "movieId,title,genres\n"}, "has movies.csv but no ratings.csv"),
+    ({"ratings.csv": "", "movies.csv": "movieId,title,genres\n"}, "is empty"),
+    ({"ratings.csv": "userId,movieId,rating,timestamp\n",
+      "movies.csv": "movieId,title,genres\n1,A (1990),Drama\n"}, "has no ratings after its header"),
+    ({"ratings.csv": "userId;movieId;rating;timestamp\n1;1;4.0;964982703\n",
+      "movies.csv": "movieId,title,genres\n"}, "not the header"),
+])
+def test_unusable_folders_fail_with_one_clear_sentence(spark, new_warehouse, tmp_path, files,
+                                                       message):
+    folder = tmp_path / "bad"
+    for name, text in files.items():
+        write(folder, name, text)
+    settings = new_warehouse()
+    with pytest.raises(ReelhouseError, match=message) as caught:
+        ingest.ingest_dataset(spark, settings, folder)
+    assert "\n" not in str(caught.value)
+
+
+def test_unknown_layout_message_names_the_known_layouts(tmp_path):
+    with pytest.raises(ReelhouseError) as caught:
+        ingest.detect_layout(tmp_path)
+    for name in ("ml-latest-small", "ml-100k", "ml-1m", "ml-10m", "ml-25m"):
+        assert name in str(caught.value)
