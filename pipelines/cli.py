@@ -143,13 +143,10 @@ def dispatch(args: argparse.Namespace) -> int:
                      f"{meta['num_movies']:,} movies to {args.out}")
         return 0
     if args.command == "download":
-        import os
-
         from pipelines.download import download_dataset
 
-        base = os.environ.get("REELHOUSE_MOVIELENS_URL",
-                              "https://files.grouplens.org/datasets/movielens")
-        folder = download_dataset(args.name, Path(args.out), base_url=base, force=args.force,
+        # base_url None: $REELHOUSE_MOVIELENS_URL (a mirror) or GroupLens.
+        folder = download_dataset(args.name, Path(args.out), base_url=None, force=args.force,
                                   progress=lambda d, t: progress.bar(d, t, args.name))
         progress.say(f"{args.name} is in {folder}; load it with: reelhouse run --data {folder}")
         return 0

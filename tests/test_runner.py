@@ -1,0 +1,181 @@
+"""The model runner on small hand-made projects: order, errors before SQL, tests, incremental."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from pipelines import catalog, runner
+from pipelines.errors import ReelhouseError
+
+
+def project_dir(root: Path, models: dict[str, str], yml: str = "", macros: str = "") -> Path:
+    sql = root / "sql"
+    (sql / "models").mkdir(parents=True, exist_ok=True)
+    (sql / "macros").mkdir(parents=True, exist_ok=True)
+    for name, text in models.items():
+        (sql / "models" / f"{name}.sql").write_text(text)
+    if yml:
+        (sql / "models" / "_models.yml").write_text(yml)
+    if macros:
+        (sql / "macros" / "macros.sql").write_text(macros)
+    return sql
+
+
+def with_sql(settings, sql_dir: Path):
+    return dataclasses.replace(settings, sql_dir=sql_dir)
+
+
+def test_models_run_in_dependency_order_and_select_walks_the_dag(tmp_path, new_warehouse):
+    sql = project_dir(tmp_path, {
+        "c_top": "select * from {{ ref('b_mid') }}",
+        "b_mid": "select n + 1 as n from {{ ref('a_base') }}",
+        "a_base": "select 1 as n",
+        "z_other": "select 2 as n",
+    })
+    project = runner.load_project(with_sql(new_warehouse(), sql))
+    order = project.order()
+    assert order.index("a_base") < order.index("b_mid") < order.index("c_top")
+    assert project.select(["b_mid+"]) == ["b_mid", "c_top"]
+    assert project.select(["+b_mid"]) == ["a_base", "b_mid"]
+    assert project.select(["z_other"]) == ["z_other"]
+    with pytest.raises(ReelhouseError, match="names no model"):
+        project.select(["nope"])
+
+
+def test_a_cycle_fails_before_any_sql_naming_the_models(tmp_path, new_warehouse):
+    sql = project_dir(tmp_path, {
+        "first": "select * from {{ ref('second') }}",
+        "second": "select * from {{ ref('third') }}",
+        "third": "select * from {{ ref('first') }}",
+    })
+    with pytest.raises(ReelhouseError, match="cycle") as caught:
+        runner.load_project(with_sql(new_warehouse(), sql))
+    for name in ("first", "second", "third"):
+        assert name in str(caught.value)
+
+
+def test_an_unknown_ref_fails_before_any_sql(tmp_path, new_warehouse):
+    sql = project_dir(tmp_path, {"orphan": "select * from {{ ref('missing_model') }}"})
+    with pytest.raises(ReelhouseError, match="orphan refers to missing_model"):
+        runner.load_project(with_sql(new_warehouse(), sql))
+
+
+def test_model_file_names_must_be_plain_identifiers(tmp_path, new_warehouse):
+    sql = project_dir(tmp_path, {"bad-name; drop": "select 1 as n"})
+    with pytest.raises(ReelhouseError, match="plain identifier"):
+        runner.load_project(with_sql(new_warehouse(), sql))
+
+
+def test_build_writes_delta_tables_views_and_comments(spark, tmp_path, new_warehouse):
+    sql = project_dir(tmp_path, {
+        "numbers": "{{ config(materialized='table', comment='Some numbers') }}\n"
+                   "select id as n, id % 2 as parity from range(10)",
+        "odd_numbers": "{{ config(materialized='view') }}\n"
+                       "select n from {{ ref('numbers') }} where parity = 1",
+    }, yml="""
+models:
+  - name: numbers
+    columns:
+      - name: n
+        description: The number itself.
+        data_tests: [not_null, unique]
+      - name: parity
+        description: 1 for odd numbers.
+        data_tests:
+          - accepted_values: {values: [0, 1]}
+""")
+    settings = with_sql(new_warehouse(), sql)
+    runner.build(spark, runner.load_project(settings))
+    detail = spark.sql("describe detail movielens.numbers").first()
+    assert detail.format == "delta"
+    assert detail.location.endswith("/movielens/numbers")
+    assert detail.description == "Some numbers"
+    comments = {r.col_name: r.comment for r in spark.sql("describe table movielens.numbers")
+                .collect()}
+    assert comments["n"] == "The number itself."
+    assert spark.sql("select count(*) from movielens.odd_numbers").first()[0] == 5
+    # The view's SQL is kept on storage, so a fresh catalog can recreate it by name.
+    spark.sql("drop view movielens.odd_numbers")
+    catalog.register_warehouse(spark, settings)
+    assert spark.sql("select count(*) from movielens.odd_numbers").first()[0] == 5
+
+
+def test_a_failing_data_test_fails_the_build_and_rolls_it_back(spark, tmp_path, new_warehouse,
+                                                              capsys):
+    models = {"scores": "select id as score from range({{ var('rows', 3) }})"}
+    yml = """
+models:
+  - name: scores
+    columns:
+      - name: score
+        description: A score between 0 and 4.
+        data_tests:
+          - accepted_range: {min_value: 0, max_value: 4}
+"""
+    sql = project_dir(tmp_path, models, yml)
+    settings = with_sql(new_warehouse(), sql)
+    runner.build(spark, runner.load_project(settings))
+    version = catalog.current_version(spark, settings, "scores")
+
+    project = runner.load_project(settings, cli_vars={"rows": 8})
+    with pytest.raises(ReelhouseError, match=r"accepted_range\(scores.score\) \(3 rows\)"):
+        runner.build(spark, project)
+    assert "3 failing rows" in capsys.readouterr().err
+    # The table is back at the version before the failed build, with the old rows.
+    assert catalog.current_version(spark, settings, "scores") > version
+    assert spark.sql("select count(*) from movielens.scores").first()[0] == 3
+
+
+def test_an_incremental_model_run_twice_leaves_the_same_rows(spark, tmp_path, new_warehouse):
+    sql = project_dir(tmp_path, {
+        "events": "{{ config(materialized='incremental', unique_key=['kind', 'id']) }}\n"
+                  "select id, 'a' as kind, id * 10 as amount from range(5)\n"
+                  "{% if is_incremental() %}where id >= 0{% endif %}",
+    })
+    settings = with_sql(new_warehouse(), sql)
+    project = runner.load_project(settings)
+    runner.build(spark, project)
+    first = sorted(tuple(r) for r in spark.sql("select * from movielens.events").collect())
+    runner.build(spark, project)
+    second = sorted(tuple(r) for r in spark.sql("select * from movielens.events").collect())
+    assert first == second and len(first) == 5
+    history = spark.sql("describe history movielens.events").collect()
+    assert history[0].operation == "MERGE"
+
+
+def test_var_values_reach_sql_only_as_quoted_literals(spark, tmp_path, new_warehouse):
+    sql = project_dir(tmp_path, {
+        "echo": "select {{ var('label', 'x') }} as label, {{ var('amount', 1) }} as amount",
+    })
+    settings = with_sql(new_warehouse(), sql)
+    hostile = "x'; drop table movielens.echo; --"
+    project = runner.load_project(settings, cli_vars=runner.parse_vars(
+        [f"label={hostile}", "amount=2.5"]))
+    runner.build(spark, project)
+    row = spark.sql("select * from movielens.echo").first()
+    assert row.label == hostile and row.amount == 2.5
+    with pytest.raises(ReelhouseError, match="not a valid var name"):
+        runner.parse_vars(["bad name=1"])
+
+
+def test_compile_writes_rendered_sql_and_tests_under_target(tmp_path, new_warehouse):
+    sql = project_dir(tmp_path, {"only": "select {{ var('n', 7) }} as n"}, yml="""
+models:
+  - name: only
+    columns:
+      - name: n
+        description: seven
+        data_tests: [not_null]
+""", macros="{% macro double(x) %}({{ x }} * 2){% endmacro %}")
+    (sql / "models" / "doubled.sql").write_text("select {{ double('n') }} as n "
+                                                 "from {{ ref('only') }}")
+    settings = with_sql(new_warehouse(), sql)
+    written = runner.compile_project(runner.load_project(settings))
+    compiled = {p.name: p.read_text() for p in written}
+    assert compiled["only.sql"].strip() == "select 7 as n"
+    assert compiled["doubled.sql"].strip() == "select (n * 2) as n from movielens.only"
+    tests = list((settings.target_dir / "compiled" / "tests").glob("only__*.sql"))
+    assert tests and "is null" in tests[0].read_text()
