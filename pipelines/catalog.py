@@ -91,9 +91,19 @@ def _delete_path(spark, location: str) -> None:
 
 # --- registering names ---------------------------------------------------------------------
 
+def table_statement(settings: Settings, table: str) -> str:
+    return (f"create table if not exists {settings.schema}.{check_identifier(table)} "
+            f"using delta location {sql_string(settings.table_location(table))}")
+
+
+def view_statement(settings: Settings, view: str, select_sql: str) -> str:
+    return f"create or replace view {settings.schema}.{check_identifier(view)} as {select_sql}"
+
+
 def register_warehouse(spark, settings: Settings) -> list[str]:
-    """Give every table on storage its name in this session (idempotent; call again to pick up
-    tables another process created). Returns the table names."""
+    """Give every table on storage its name in this session, and forget names whose table is
+    gone (idempotent: the Thrift server calls it again and again to pick up what a pipeline run
+    created or dropped). Returns the table names."""
     schema = settings.schema
     spark.sql(f"create schema if not exists {schema}")
     known = {row.tableName for row in spark.sql(f"show tables in {schema}").collect()
@@ -101,16 +111,20 @@ def register_warehouse(spark, settings: Settings) -> list[str]:
     tables = list_tables_on_storage(spark, settings)
     for table in tables:
         if table not in known:
-            spark.sql(f"create table if not exists {schema}.{table} using delta "
-                      f"location {sql_string(settings.table_location(table))}")
-    views = _read_text_files(spark, settings.views_location)
-    pending = {name: sql for name, sql in views.items() if IDENTIFIER.match(name)}
+            spark.sql(table_statement(settings, table))
+    views = stored_views(spark, settings)
+    for gone in known - set(tables) - set(views):
+        try:  # external tables: this drops the catalog entry only, never data
+            spark.sql(f"drop table if exists {schema}.{gone}")
+        except Exception:  # it was a view whose SQL file is gone
+            spark.sql(f"drop view if exists {schema}.{gone}")
     # Views may select from views: create in rounds until nothing more can be created.
+    pending = dict(views)
     while pending:
         created = []
         for name, sql in pending.items():
             try:
-                spark.sql(f"create or replace view {schema}.{name} as {sql}")
+                spark.sql(view_statement(settings, name, sql))
                 created.append(name)
             except Exception:  # an input view not created yet; try again next round
                 continue
@@ -119,6 +133,33 @@ def register_warehouse(spark, settings: Settings) -> list[str]:
         for name in created:
             del pending[name]
     return tables
+
+
+def stored_views(spark, settings: Settings) -> dict[str, str]:
+    return {name: sql for name, sql in _read_text_files(spark, settings.views_location).items()
+            if IDENTIFIER.match(name)}
+
+
+def registration_script(settings: Settings, tables: list[str], views: dict[str, str]) -> str:
+    """The same registration as SQL text, for shells that run no Python (`spark-sql -i`).
+    Views come after the views they select from."""
+    statements = [f"create schema if not exists {settings.schema}"]
+    statements += [table_statement(settings, t) for t in tables]
+    statements += udf_statements(settings)
+    ordered: list[str] = []
+
+    def place(name: str, seen: tuple[str, ...] = ()) -> None:
+        if name in ordered or name in seen:
+            return
+        for other in views:
+            if other != name and re.search(rf"\b{settings.schema}\.{other}\b", views[name]):
+                place(other, seen + (name,))
+        ordered.append(name)
+
+    for name in sorted(views):
+        place(name)
+    statements += [view_statement(settings, name, views[name]) for name in ordered]
+    return ";\n".join(statements) + ";\n"
 
 
 def table_exists(spark, settings: Settings, table: str) -> bool:

@@ -81,6 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--out", default="data", help="folder to extract into (default data/)")
     download.add_argument("--force", action="store_true", help="download even if present")
 
+    serve = command("serve", "serve the warehouse over JDBC/ODBC (Spark Thrift Server)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    serve.add_argument("--port", type=int, default=10000)
+    serve.add_argument("--refresh-seconds", type=float, default=2.0,
+                       help="how often to pick up tables a pipeline run created or dropped")
+    serve.add_argument("--no-auth", action="store_true",
+                       help="allow a non-loopback address without authentication (unsafe)")
+
+    command("spark-sql", "Spark's spark-sql shell over the warehouse; other arguments (-e, -f, "
+                         "...) go to spark-sql")
+
     command("setup", "fetch and cache Delta Lake's jars, check Java (run once; later starts are "
                      "offline)")
     return parser
@@ -150,6 +161,14 @@ def dispatch(args: argparse.Namespace) -> int:
                                   progress=lambda d, t: progress.bar(d, t, args.name))
         progress.say(f"{args.name} is in {folder}; load it with: reelhouse run --data {folder}")
         return 0
+    if args.command == "spark-sql":
+        from pipelines import serve
+
+        return serve.spark_sql(settings, args.spark_sql_args)
+    if args.command == "serve":
+        from pipelines import serve
+
+        return serve.serve(settings, args.host, args.port, args.refresh_seconds, args.no_auth)
     if args.command == "setup":
         from pipelines import jvm
 
@@ -200,7 +219,13 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["spark-sql"]:  # everything we do not know is spark-sql's (-e, -f, ...)
+        args, rest = parser.parse_known_args(argv)
+        args.spark_sql_args = rest
+    else:
+        args = parser.parse_args(argv)
     try:
         return dispatch(args)
     except ReelhouseError as exc:

@@ -43,6 +43,10 @@ def spark_config(settings: Settings, jars: list[Path]) -> dict[str, str]:
         "spark.master": settings.master,
         "spark.driver.memory": settings.driver_memory,
         "spark.jars": ",".join(str(j) for j in jars),
+        # Also on the driver's own classpath: Thrift server sessions are created on threads
+        # whose class loader does not see spark.jars (beeline then fails with
+        # ClassNotFoundException: DeltaCatalog).
+        "spark.driver.extraClassPath": os.pathsep.join(str(j) for j in jars),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         # The catalog is rebuilt from the Delta logs in every process (see module docstring).
