@@ -1,0 +1,119 @@
+"""The Thrift server for real: started as `reelhouse serve`, queried by PyHive (SQLAlchemy's
+hive:// URL, as Superset does) and by beeline, while this process writes to the warehouse."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from pipelines import catalog, serve
+from pipelines.errors import ReelhouseError
+
+from .test_ingest import latest_folder
+
+REELHOUSE = [sys.executable, "-m", "pipelines.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_ready(process: subprocess.Popen, seconds: float = 180) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith("READY "):
+            return line.split()[1]
+        if not line and process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}")
+    raise AssertionError("server did not start in time")
+
+
+@pytest.fixture(scope="module")
+def server(spark, tmp_path_factory):
+    from .conftest import fresh_warehouse
+
+    settings = fresh_warehouse(spark, tmp_path_factory, "served")
+    from pipelines import ingest
+
+    ingest.ingest_dataset(spark, settings, latest_folder(tmp_path_factory.mktemp("data")))
+    port = free_port()
+    env = {**os.environ, "REELHOUSE_DRIVER_MEMORY": "1g"}
+    process = subprocess.Popen(
+        REELHOUSE + ["serve", "--warehouse", settings.warehouse, "--port", str(port),
+                     "--refresh-seconds", "1", "--conf", "spark.ui.enabled=false"],
+        stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        wait_for_ready(process)
+        yield settings, port, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+
+
+def query(port: int, sql: str) -> list[tuple]:
+    engine = create_engine(f"hive://127.0.0.1:{port}/movielens")
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(text(sql)).fetchall()]
+
+
+def test_pyhive_sees_every_table_by_name_and_the_udfs(server):
+    _, port, _ = server
+    tables = {row[1] for row in query(port, "show tables in movielens")}
+    assert {"raw_ratings", "raw_movies", "ingest_files"} <= tables
+    assert query(port, "select count(*) from movielens.raw_ratings") == [(3,)]
+    assert query(port, "select movielens.clean_title('Matrix, The (1999)')") == [("The Matrix",)]
+
+
+def test_beeline_queries_over_jdbc(server):
+    _, port, _ = server
+    beeline = serve.spark_home() / "bin" / "beeline"
+    result = subprocess.run(
+        [str(beeline), "-u", f"jdbc:hive2://127.0.0.1:{port}/movielens", "--outputformat=csv2",
+         "-e", "select count(*) as n from raw_movies"],
+        capture_output=True, text=True, timeout=180,
+        env={**os.environ, "SPARK_HOME": str(serve.spark_home())})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "3"
+
+
+def test_a_table_created_by_another_process_appears_without_restart(spark, server):
+    settings, port, _ = server
+    df = spark.createDataFrame([(1, "new")], "id int, label string")
+    catalog.replace_table(spark, settings, df, "fresh_table")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if any(row[1] == "fresh_table" for row in query(port, "show tables in movielens")):
+            break
+        time.sleep(1)
+    assert query(port, "select label from movielens.fresh_table") == [("new",)]
+    # A new commit to an existing table is seen by the next query, no refresh needed.
+    catalog.replace_table(spark, settings, spark.createDataFrame([(2, "newer")], df.schema),
+                          "fresh_table")
+    assert query(port, "select label from movielens.fresh_table") == [("newer",)]
+
+
+def test_sigterm_stops_the_server_cleanly(server):
+    _, port, process = server
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=90) == 0
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_a_non_loopback_address_is_refused_without_authentication(tmp_path: Path):
+    from pipelines.settings import Settings
+
+    with pytest.raises(ReelhouseError, match="without a password"):
+        serve.serve(Settings(warehouse=str(tmp_path)), host="0.0.0.0", port=free_port())
