@@ -167,16 +167,35 @@ def table_exists(spark, settings: Settings, table: str) -> bool:
 
 
 def current_version(spark, settings: Settings, table: str) -> int | None:
-    """The table's latest Delta version, or None when it does not exist yet."""
+    """The table's latest Delta version, or None when it does not exist yet (or is a view)."""
     if not table_exists(spark, settings, table):
         return None
+    return version_of(spark, qualified(settings, table))
+
+
+def version_of(spark, qualified_name: str) -> int | None:
+    """Latest Delta version of a table given as schema.table (None: absent or not Delta)."""
     from delta.tables import DeltaTable
 
     try:
-        history = DeltaTable.forName(spark, qualified(settings, table)).history(1)
-    except Exception:  # a view, or a folder that is not a Delta table
+        return DeltaTable.forName(spark, qualified_name).history(1).select("version").first()[0]
+    except Exception:
         return None
-    return history.select("version").first()[0]
+
+
+def table_property(spark, settings: Settings, table: str, key: str) -> str | None:
+    from delta.tables import DeltaTable
+
+    try:
+        detail = DeltaTable.forName(spark, qualified(settings, table)).detail().first()
+    except Exception:
+        return None
+    return (detail["properties"] or {}).get(key)
+
+
+def set_table_property(spark, settings: Settings, table: str, key: str, value: str) -> None:
+    spark.sql(f"alter table {qualified(settings, table)} set tblproperties "
+              f"({sql_string(key)} = {sql_string(value)})")
 
 
 def rows_in_last_commit(spark, settings: Settings, table: str) -> int | None:
@@ -216,7 +235,8 @@ def with_comments(df, column_comments: dict[str, str] | None):
 
 def replace_table(spark, settings: Settings, df, table: str, comment: str | None = None,
                   column_comments: dict[str, str] | None = None,
-                  partition_by: list[str] | None = None) -> None:
+                  partition_by: list[str] | None = None,
+                  properties: dict[str, str] | None = None) -> None:
     """CREATE OR REPLACE TABLE … AS SELECT: one atomic Delta commit (readers see old or new)."""
     name = qualified(settings, table)
     source_view = f"__reelhouse_source_{table}"
@@ -226,9 +246,14 @@ def replace_table(spark, settings: Settings, df, table: str, comment: str | None
         partition_clause = "partitioned by (" + ", ".join(
             check_identifier(c, "column name") for c in partition_by) + ")"
     comment_clause = f"comment {sql_string(comment)}" if comment else ""
+    properties_clause = ""
+    if properties:
+        properties_clause = "tblproperties (" + ", ".join(
+            f"{sql_string(k)} = {sql_string(v)}" for k, v in properties.items()) + ")"
     try:
         spark.sql(
             f"create or replace table {name} using delta {partition_clause} {comment_clause} "
+            f"{properties_clause} "
             f"location {sql_string(settings.table_location(table))} "
             f"as select * from {source_view}")
     finally:

@@ -10,6 +10,8 @@ sql/macros/, as in dbt.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 import time
@@ -24,6 +26,7 @@ from pipelines.errors import ReelhouseError
 from pipelines.settings import Settings
 
 MATERIALIZATIONS = ("table", "view", "incremental")
+FINGERPRINT = "reelhouse.fingerprint"  # table property: what the table was last built from
 SAMPLE_ROWS = 5
 
 
@@ -108,6 +111,7 @@ class Model:
     raw_sql: str
     config: dict = field(default_factory=dict)
     refs: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # qualified raw tables it reads
     doc: dict = field(default_factory=dict)
 
     @property
@@ -278,6 +282,7 @@ def _render(project: Project, model: Model, parse_only: bool = False,
     """Render one model. In parse mode it records config() and ref() calls (the DAG)."""
     schema = project.settings.schema
     refs: list[str] = []
+    sources: list[str] = []
     config: dict = {}
 
     def ref(name: str) -> str:
@@ -292,6 +297,7 @@ def _render(project: Project, model: Model, parse_only: bool = False,
             raise ReelhouseError(
                 f"{model.name} uses source({source_name!r}, {table!r}), which no sources: "
                 "block in the YAML declares.")
+        sources.append(project.sources[key])
         return project.sources[key]
 
     def config_(**kwargs) -> str:
@@ -315,6 +321,7 @@ def _render(project: Project, model: Model, parse_only: bool = False,
         raise ReelhouseError(f"Model {model.name} does not render: {exc}.") from exc
     if parse_only:
         model.refs = sorted(set(refs))
+        model.sources = sorted(set(sources))
         model.config = config
     return sql.strip().rstrip(";")
 
@@ -437,13 +444,37 @@ def compile_project(project: Project, selectors: list[str] | None = None) -> lis
     return written
 
 
-def build(spark, project: Project, selectors: list[str] | None = None) -> list[str]:
+def upstream_tables(project: Project, model: Model) -> set[str]:
+    """The stored tables a model reads, looking through views to the tables beneath them."""
+    tables = set(model.sources)
+    for parent in model.refs:
+        parent_model = project.models[parent]
+        if parent_model.materialized == "view":
+            tables |= upstream_tables(project, parent_model)
+        else:
+            tables.add(f"{project.settings.schema}.{parent}")
+    return tables
+
+
+def fingerprint(spark, project: Project, model: Model, sql: str) -> str:
+    """What a table was built from: its SQL and the Delta version of every table it reads.
+    Equal fingerprints mean a rebuild would write the same rows, so it can be skipped."""
+    inputs = {name: catalog.version_of(spark, name)
+              for name in sorted(upstream_tables(project, model))}
+    payload = json.dumps({"sql": sql, "inputs": inputs}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def build(spark, project: Project, selectors: list[str] | None = None,
+          force: bool = False) -> list[str]:
     """Materialise the selected models in dependency order, testing each after it is built.
+    A table whose SQL and inputs are unchanged since it was built is skipped (unless force).
     If a model or a test fails, every table built by this call goes back to the version it had
-    before, so a failed build leaves the warehouse as it was."""
+    before, so a failed build leaves the warehouse as it was. Returns the models rebuilt."""
     settings = project.settings
     names = project.select(selectors)
     before: dict[str, int | None] = {}
+    rebuilt = []
     try:
         for index, name in enumerate(names, start=1):
             model = project.models[name]
@@ -451,7 +482,11 @@ def build(spark, project: Project, selectors: list[str] | None = None) -> list[s
             if model.materialized != "view":
                 before[name] = catalog.current_version(spark, settings, name)
             try:
-                _materialise(spark, project, model)
+                if not _materialise(spark, project, model, force):
+                    progress.say(f"[{index}/{len(names)}] {model.materialized:<11} "
+                                 f"{settings.schema}.{name} up to date (inputs unchanged)")
+                    continue
+                rebuilt.append(name)
             except ReelhouseError:
                 raise
             except Exception as exc:  # Spark's analysis or runtime error: its first line says it
@@ -470,32 +505,41 @@ def build(spark, project: Project, selectors: list[str] | None = None) -> list[s
             progress.say(f"[{index}/{len(names)}] {model.materialized:<11} "
                          f"{settings.schema}.{name} ok ({time.monotonic() - started:.1f}s"
                          f"{', ' + rows if rows else ''})")
-    except Exception:
+    except BaseException:
         for name, version in reversed(list(before.items())):
             try:
                 catalog.restore(spark, settings, name, version)
             except Exception as exc:  # keep restoring the others; say which one failed
                 progress.say(f"could not restore {name} to version {version}: {exc}")
         raise
-    return names
+    return rebuilt
 
 
-def _materialise(spark, project: Project, model: Model) -> None:
+def _materialise(spark, project: Project, model: Model, force: bool = False) -> bool:
+    """Build one model; False when it was up to date and nothing was written."""
     settings = project.settings
     column_comments = {c: d.get("description") for c, d in model.column_docs.items()}
     if model.materialized == "view":
         catalog.create_view(spark, settings, model.name, _render(project, model),
                             model.description)
-        return
+        return True
     exists = catalog.table_exists(spark, settings, model.name)
     incremental = model.materialized == "incremental" and exists
-    df = spark.sql(_render(project, model, incremental=incremental))
+    sql = _render(project, model, incremental=incremental)
+    built_from = fingerprint(spark, project, model, _render(project, model))
+    last_built_from = catalog.table_property(spark, settings, model.name, FINGERPRINT)
+    if exists and not force and last_built_from == built_from:
+        return False
+    df = spark.sql(sql)
     if incremental:
         keys = model.config["unique_key"]
         keys = [keys] if isinstance(keys, str) else list(keys)
         catalog.merge_into(spark, settings, df, model.name, keys)
+        if last_built_from != built_from:  # a MERGE cannot set it in the same commit
+            catalog.set_table_property(spark, settings, model.name, FINGERPRINT, built_from)
     else:
         partition_by = model.config.get("partition_by")
         partition_by = [partition_by] if isinstance(partition_by, str) else partition_by
         catalog.replace_table(spark, settings, df, model.name, model.description,
-                              column_comments, partition_by)
+                              column_comments, partition_by, {FINGERPRINT: built_from})
+    return True
