@@ -285,7 +285,8 @@ def create_view(spark, settings: Settings, view: str, select_sql: str,
     """A view, plus its SQL kept on storage so other sessions can recreate it by name."""
     name = qualified(settings, view)
     comment_clause = f"comment {sql_string(comment)}" if comment else ""
-    if current_version(spark, settings, view) is not None:
+    log, fs = _fs_path(spark, f"{settings.table_location(view)}/_delta_log")
+    if fs.exists(log):
         raise ReelhouseError(
             f"{name} is a table: drop it before building it as a view.")
     spark.sql(f"create or replace view {name} {comment_clause} as {select_sql}")

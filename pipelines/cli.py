@@ -1,6 +1,7 @@
 """The `reelhouse` command. Each subcommand is a verb; each maps to one function in a step module.
 
-Exit codes: 0 success, 1 failure (a one-line message on stderr), 2 bad usage.
+Exit codes: 0 success, 1 failure (a one-line message on stderr), 2 bad usage, 3 another run
+holds the warehouse (`reelhouse run` only).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command("run", "ingest a dataset and build every table, end to end")
     run.add_argument("--data", help="a MovieLens folder (default: a built-in synthetic dataset)")
+    run.add_argument("--force", action="store_true",
+                     help="rebuild every model (and retrain) even if its inputs are unchanged")
     _with_vars(run)
     _with_select(run)
 
@@ -57,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--data", required=True, help="a MovieLens folder")
 
     build = command("build", "build the SQL models (and run their data tests)")
+    build.add_argument("--force", action="store_true",
+                       help="rebuild models even if their SQL and inputs are unchanged")
     _with_vars(build)
     _with_select(build)
 
@@ -94,7 +99,95 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("setup", "fetch and cache Delta Lake's jars, check Java (run once; later starts are "
                      "offline)")
+
+    train = command("train", "fit ALS on the train split and publish predictions, "
+                    "recommendations, similar movies and the run")
+    _with_train_options(train)
+    train.add_argument("--params", choices=("best",),
+                       help="best: the lowest validation RMSE of the latest `reelhouse tune` "
+                            "(flags given as well still win)")
+
+    tune = command("tune", "search rank x regParam x maxIter on a validation share of the train "
+                   "rows; every trial goes to movielens.model_trials")
+    tune.add_argument("--ranks", type=_int_list, default=(10, 20, 30, 50), metavar="LIST",
+                      help="comma-separated ranks (default 10,20,30,50)")
+    tune.add_argument("--reg-params", type=_float_list, default=(0.05, 0.1, 0.15, 0.2),
+                      metavar="LIST", help="comma-separated regParams (default "
+                      "0.05,0.1,0.15,0.2)")
+    tune.add_argument("--max-iters", type=_int_list, default=(15,), metavar="LIST",
+                      help="comma-separated maxIters (default 15)")
+    tune.add_argument("--validation-fraction", type=float, default=0.2,
+                      help="share of the train rows held out to score trials (default 0.2)")
+    tune.add_argument("--parallelism", type=int, default=2,
+                      help="trials fitted at the same time (default 2)")
+    tune.add_argument("--seed", type=int, default=42, help="ALS seed and validation split seed")
+    bias = tune.add_mutually_exclusive_group()
+    bias.add_argument("--bias-centred", dest="bias_centred", action="store_true", default=True,
+                      help="fit ALS on rating less damped biases (the default)")
+    bias.add_argument("--no-bias", dest="bias_centred", action="store_false",
+                      help="fit ALS on the ratings themselves")
+
+    recommend = command("recommend", "print a user's top N, or fold a new user's ratings in "
+                        "against the latest movie factors")
+    who = recommend.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", type=int, help="a user id from movielens.ratings")
+    who.add_argument("--ratings", type=Path, metavar="FILE",
+                     help="a new user's ratings: CSV movie_id,rating (header optional)")
+    recommend.add_argument("--top-n", type=int, help="how many (default: the run's top N "
+                           "for --user, 10 for --ratings)")
+    recommend.add_argument("--format", choices=("text", "csv", "json"), default="text")
     return parser
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers like 10,20, got {text!r}") \
+            from None
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 0.05,0.1, got {text!r}") \
+            from None
+
+
+def _with_train_options(parser: argparse.ArgumentParser) -> None:
+    """ALS options; each defaults to None so only what the user typed overrides."""
+    parser.add_argument("--rank", type=int, help="latent factors (default 30)")
+    parser.add_argument("--max-iter", type=int, help="ALS iterations (default 15)")
+    parser.add_argument("--reg-param", type=float, help="regularisation (default 0.15)")
+    parser.add_argument("--alpha", type=float, help="implicit confidence weight (default 1.0)")
+    parser.add_argument("--implicit", action="store_true", default=None,
+                        help="implicit-feedback ALS (ratings as confidence, Hu et al.)")
+    parser.add_argument("--nonnegative", action="store_true", default=None,
+                        help="nonnegative factors")
+    parser.add_argument("--seed", type=int, help="random seed (default 42)")
+    parser.add_argument("--top-n", type=int, help="recommendations and similar movies per "
+                        "user/movie (default 10)")
+    parser.add_argument("--user-bias-damping", type=float, help="default 5")
+    parser.add_argument("--movie-bias-damping", type=float, help="default 10")
+    bias = parser.add_mutually_exclusive_group()
+    bias.add_argument("--bias-centred", dest="bias_centred", action="store_true", default=None,
+                      help="fit ALS on ratings less damped biases (default for explicit)")
+    bias.add_argument("--no-bias", dest="bias_centred", action="store_false",
+                      help="fit ALS on the ratings themselves")
+
+
+TRAIN_OPTIONS = ("rank", "max_iter", "reg_param", "alpha", "implicit", "nonnegative", "seed",
+                 "top_n", "user_bias_damping", "movie_bias_damping", "bias_centred")
+
+
+def train_params(args: argparse.Namespace, best: dict | None = None):
+    """TrainParams from the defaults, then the best trial if asked, then the flags typed."""
+    from pipelines.train import TrainParams
+
+    values = dict(best or {})
+    values.update({k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None})
+    return TrainParams(**values).validated()
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -189,13 +282,53 @@ def dispatch(args: argparse.Namespace) -> int:
     from pipelines.session import create_spark
 
     if args.command == "run":
-        from pipelines import pipeline
+        from pipelines import lock, pipeline
 
-        project_dir = Path.cwd()
-        data_dir = Path(args.data) if args.data else pipeline.default_dataset(project_dir)
+        run_id = pipeline.new_run_id()
+        # The lock comes first: a second run is refused at once, before Spark even starts.
+        with lock.run_lock(settings, run_id) as abandoned:
+            data_dir = Path(args.data) if args.data else pipeline.default_dataset(Path.cwd())
+            spark = create_spark(settings)
+            if abandoned:
+                pipeline.record_abandoned_run(spark, settings, abandoned)
+            progress.say(f"run {run_id} started")
+            pipeline.run_pipeline(spark, settings, data_dir, run_id, cli_vars, args.select,
+                                  force=args.force)
+        progress.say(f"run {run_id} succeeded; warehouse ready at {settings.warehouse}")
+        return 0
+    if args.command == "train":
+        from pipelines import train
+
+        if args.params != "best":
+            params = train_params(args)  # a bad value fails here, before Spark starts
         spark = create_spark(settings)
-        pipeline.run_pipeline(spark, settings, data_dir, cli_vars, args.select)
-        progress.say(f"warehouse ready at {settings.warehouse}")
+        if args.params == "best":
+            params = train_params(args, train.best_params(spark, settings))
+        train.train(spark, settings, params)
+        return 0
+    if args.command == "tune":
+        from pipelines import train
+
+        grid = train.TuneGrid(ranks=args.ranks, reg_params=args.reg_params,
+                              max_iters=args.max_iters, bias_centred=args.bias_centred,
+                              validation_fraction=args.validation_fraction, seed=args.seed,
+                              parallelism=args.parallelism)
+        grid.trials()  # a bad value fails here, before Spark starts
+        train.tune(create_spark(settings), settings, grid)
+        return 0
+    if args.command == "recommend":
+        from pipelines import recommend
+
+        new_user = recommend.read_ratings_file(args.ratings) if args.ratings else None
+        spark = create_spark(settings)
+        if new_user is not None:
+            rows = recommend.fold_in(spark, settings, new_user, args.top_n or 10)
+        else:
+            rows = recommend.for_user(spark, settings, args.user, args.top_n)
+        if args.format == "text":
+            print(recommend.format_listing(rows.collect()))  # N rows, asked for
+        else:
+            print_rows(rows, args.format)
         return 0
     spark = create_spark(settings)
     if args.command == "ingest":
@@ -205,7 +338,7 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "build":
         project = runner.load_project(settings, cli_vars=cli_vars)
-        runner.build(spark, project, args.select)
+        runner.build(spark, project, args.select, force=args.force)
         return 0
     if args.command == "sql":
         try:

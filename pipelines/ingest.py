@@ -11,7 +11,6 @@ ingested_at.
 from __future__ import annotations
 
 import gzip
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,34 +123,33 @@ def check_header(path: Path, data_file: DataFile) -> None:
 
 
 def read_lines(spark, path: str, encoding: str, skip_header: bool):
-    """Every line of one text file with its 1-based line number, decoded, in Spark.
+    """Every line of one text file with its 1-based line number, decoded, in Spark; returns
+    (DataFrame, number of data lines).
 
-    Spark numbers nothing, so: count the lines of each file split (one cheap aggregate), add
-    the counts up in split order, and give each line its split's offset plus its place in the
-    split. The split's byte offset comes from the hidden _metadata column, so the result does
-    not depend on how Spark orders or packs the splits."""
-    from pyspark.sql import Window
+    Spark numbers nothing, so: count the lines of each file split (one small aggregate, the only
+    extra pass), add the counts up in split order, and give each line its split's offset plus
+    its place in the split. The split's byte offset comes from the hidden _metadata column, so
+    the numbering does not depend on how Spark orders or packs the splits."""
     from pyspark.sql import functions as F
 
     lines = (spark.read.text(path)
              .select("value", F.col("_metadata.file_block_start").alias("block_start"))
              .withColumn("row_id", F.monotonically_increasing_id()))
-    blocks = lines.groupBy("block_start").agg(F.count("*").alias("num_lines"),
-                                              F.min("row_id").alias("first_row_id"))
-    offsets = blocks.withColumn(
-        "lines_before",
-        F.coalesce(F.sum("num_lines").over(
-            Window.orderBy("block_start").rowsBetween(Window.unboundedPreceding, -1)),
-            F.lit(0)))
-    raw = F.col("value").cast("binary")
+    blocks = sorted(tuple(row) for row in lines.groupBy("block_start").agg(
+        F.count("*"), F.min("row_id")).collect())
+    offsets, lines_before = [], 0
+    for block_start, num_lines, first_row_id in blocks:
+        offsets.append((block_start, first_row_id, lines_before))
+        lines_before += num_lines
+    offsets_df = spark.createDataFrame(
+        offsets, "block_start bigint, first_row_id bigint, lines_before bigint")
     if encoding == "UTF-8":
         decoded = F.regexp_replace(F.expr("make_valid_utf8(value)"), "^\ufeff", "")
         decodable = F.expr("is_valid_utf8(value)")
     else:  # single-byte encodings: every byte sequence decodes
-        decoded = F.decode(raw, encoding)
+        decoded = F.decode(F.col("value").cast("binary"), encoding)
         decodable = F.lit(True)
-    numbered = (lines.join(F.broadcast(offsets.select("block_start", "first_row_id",
-                                                      "lines_before")), "block_start")
+    numbered = (lines.join(F.broadcast(offsets_df), "block_start")
                 .select(
                     (F.col("lines_before") + F.col("row_id") - F.col("first_row_id") + 1)
                     .alias("line_number"),
@@ -159,63 +157,141 @@ def read_lines(spark, path: str, encoding: str, skip_header: bool):
                     decodable.alias("is_decodable")))
     if skip_header:
         numbered = numbered.where("line_number > 1")
-    return numbered
+        lines_before = max(lines_before - 1, 0)
+    return numbered, lines_before
 
 
 RAW_SCHEMA = ("dataset_format string, source_file string, line_number bigint, raw_line string, "
               "is_decodable boolean, ingested_at timestamp")
+FILES_SCHEMA = ("dataset_dir string, dataset_format string, file_kind string, source_file string, "
+                "size_bytes bigint, modified_at timestamp, lines_read bigint, "
+                "ingested_at timestamp")
+
+
+def data_files(data_dir: Path, layout: Layout) -> list[tuple[DataFile, Path]]:
+    """The layout's files present in the folder, plus extra rating files dropped beside the
+    main one (e.g. ratings-2024-06.csv next to ratings.csv): each is loaded once, when new."""
+    found = []
+    for data_file in layout.files:
+        main = _find(data_dir, data_file.name)
+        if main is None:
+            continue
+        found.append((data_file, main))
+        if data_file.kind == "ratings":
+            stem, dot, suffix = data_file.name.partition(".")
+            for pattern in (f"{stem}*.{suffix}", f"{stem}*.{suffix}.gz"):
+                for extra in sorted(data_dir.glob(pattern)):
+                    if extra != main and extra.is_file() and (data_file, extra) not in found:
+                        found.append((data_file, extra))
+    return found
+
+
+def _previous_files(spark, settings: Settings, data_dir: Path) -> dict[str, tuple]:
+    """What the last ingest of this same folder read: {source_file: (size, mtime)}. Empty when
+    the warehouse last held another folder, which makes this ingest a full refresh."""
+    if not catalog.table_exists(spark, settings, "ingest_files"):
+        return {}
+    rows = spark.sql(f"select dataset_dir, source_file, size_bytes, modified_at from "
+                     f"{catalog.qualified(settings, 'ingest_files')}").collect()
+    if any(row.dataset_dir != str(data_dir) for row in rows):
+        return {}
+    return {row.source_file: (row.size_bytes, row.modified_at) for row in rows}
 
 
 def ingest_dataset(spark, settings: Settings, data_dir: str | Path) -> dict:
-    """Land a MovieLens folder in the raw tables (each replaced in one Delta commit) and record
-    the files in ingest_files. Returns {kind: data lines read}."""
+    """Land a MovieLens folder in the raw tables and record its files in ingest_files.
+
+    A folder the warehouse has not seen replaces the raw tables (one Delta commit each). The
+    same folder again loads only files that are new or changed since (by size and modification
+    time), MERGEd by (source_file, line_number) in one commit per table; with nothing new,
+    nothing is written, so every downstream table stays as it is. Returns {kind: lines read}."""
     from pyspark.sql import functions as F
 
     data_dir = Path(data_dir).expanduser().resolve()
     layout = detect_layout(data_dir)
     ingested_at = datetime.now(UTC).replace(tzinfo=None)
+    previous = _previous_files(spark, settings, data_dir)
+    full_refresh = not previous or not all(
+        catalog.table_exists(spark, settings, t) for t in RAW_TABLES.values())
     progress.say(f"ingesting {data_dir} as {layout.name} (ratings on the {layout.rating_scale} "
-                 "scale)")
-    lines_read: dict[str, int] = {}
-    files = []
+                 f"scale){'' if full_refresh else ', new or changed files only'}")
+    lines_read = dict.fromkeys(FILE_KINDS, 0)
+    file_rows = []
     for kind in FILE_KINDS:
-        data_file = next((f for f in layout.files if f.kind == kind), None)
-        path = _find(data_dir, data_file.name) if data_file else None
-        if path is None:
-            df = spark.createDataFrame([], RAW_SCHEMA)
-        else:
+        frames, changed = [], []
+        for data_file, path in data_files(data_dir, layout):
+            if data_file.kind != kind:
+                continue
+            stat = path.stat()
+            modified_at = datetime.fromtimestamp(stat.st_mtime, UTC).replace(tzinfo=None)
+            if not full_refresh and previous.get(str(path)) == (stat.st_size, modified_at):
+                continue
             check_header(path, data_file)
-            df = (read_lines(spark, str(path), data_file.encoding, data_file.header is not None)
-                  .select(F.lit(layout.name).alias("dataset_format"),
-                          F.lit(str(path)).alias("source_file"),
-                          "line_number", "raw_line", "is_decodable",
-                          F.lit(ingested_at).alias("ingested_at")))
-        with progress.step(f"raw {kind:<7} <- {path.name if path else '(no file)'}") as info:
             try:
-                catalog.replace_table(spark, settings, df, RAW_TABLES[kind],
-                                      comment=f"Every line of the {kind} file, as read.")
+                lines, count = read_lines(spark, str(path), data_file.encoding,
+                                          data_file.header is not None)
+            except Exception as exc:  # Spark met a damaged file (e.g. a truncated gzip)
+                raise _unreadable([str(path)], exc) from exc
+            frames.append(lines.select(
+                F.lit(layout.name).alias("dataset_format"), F.lit(str(path)).alias("source_file"),
+                "line_number", "raw_line", "is_decodable", F.lit(ingested_at).alias("ingested_at")))
+            changed.append(str(path))
+            lines_read[kind] += count
+            file_rows.append((str(data_dir), layout.name, kind, str(path), stat.st_size,
+                              modified_at, count, ingested_at))
+        if not full_refresh and not frames:
+            continue
+        df = frames[0] if frames else spark.createDataFrame([], RAW_SCHEMA)
+        for frame in frames[1:]:
+            df = df.unionByName(frame)
+        label = f"raw {kind:<7} <- {', '.join(Path(p).name for p in changed) or '(no file)'}"
+        with progress.step(label) as info:
+            try:
+                if full_refresh:
+                    catalog.replace_table(spark, settings, df, RAW_TABLES[kind],
+                                          comment=f"Every line of the {kind} files, as read.")
+                else:
+                    _merge_lines(spark, settings, df, RAW_TABLES[kind], changed)
+            except ReelhouseError:
+                raise
             except Exception as exc:
-                if isinstance(exc, ReelhouseError):
-                    raise
-                raise ReelhouseError(
-                    f"{path} could not be read ({_first_error_line(exc)}): the file may be "
-                    "truncated or damaged; replace it.") from exc
-            count = catalog.rows_in_last_commit(spark, settings, RAW_TABLES[kind]) or 0
-            info["result"] = f"{count:,} lines"
-        lines_read[kind] = count
-        if path is not None:
-            stat = os.stat(path)
-            files.append((layout.name, kind, str(path), stat.st_size, count, ingested_at))
-    if lines_read["ratings"] == 0:
+                raise _unreadable(changed, exc) from exc
+            info["result"] = f"{lines_read[kind]:,} lines"
+    if full_refresh and lines_read["ratings"] == 0:
         raise ReelhouseError(f"The ratings file in {data_dir} has no ratings after its header.")
-    files_df = spark.createDataFrame(
-        files, "dataset_format string, file_kind string, source_file string, size_bytes bigint, "
-               "lines_read bigint, ingested_at timestamp")
-    catalog.replace_table(spark, settings, files_df, "ingest_files",
-                          comment="The files the last ingest read, with their data line counts.")
+    if file_rows or full_refresh:
+        files_df = spark.createDataFrame(file_rows, FILES_SCHEMA)
+        comment = "Every file ingested, with its size, time and data line count."
+        if full_refresh:
+            catalog.replace_table(spark, settings, files_df, "ingest_files", comment=comment)
+        else:
+            catalog.merge_into(spark, settings, files_df, "ingest_files", ["source_file"])
+    if not file_rows:
+        progress.say("no new or changed files: the raw tables are unchanged")
     return lines_read
 
 
-def _first_error_line(exc: Exception) -> str:
+def _merge_lines(spark, settings: Settings, df, table: str, files: list[str]) -> None:
+    """New and changed files into a raw table in one commit: lines keyed by (file, number);
+    lines a changed file no longer has are deleted."""
+    source_view = f"__reelhouse_lines_{table}"
+    df.createOrReplaceTempView(source_view)
+    listed = ", ".join(catalog.sql_string(f) for f in files)
+    try:
+        spark.sql(
+            f"merge into {catalog.qualified(settings, table)} as target "
+            f"using {source_view} as source "
+            "on target.source_file = source.source_file "
+            "and target.line_number = source.line_number "
+            "when matched and not (target.raw_line <=> source.raw_line) then update set * "
+            "when not matched then insert * "
+            f"when not matched by source and target.source_file in ({listed}) then delete")
+    finally:
+        spark.catalog.dropTempView(source_view)
+
+
+def _unreadable(paths: list[str], exc: Exception) -> ReelhouseError:
     text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    reason = text.splitlines()[0][:200] if text else type(exc).__name__
+    return ReelhouseError(f"{', '.join(paths)} could not be read ({reason}): the file may be "
+                          "truncated or damaged; replace it.")

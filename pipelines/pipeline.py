@@ -1,16 +1,30 @@
-"""`reelhouse run`: ingest -> build, as one unit. If any step fails, every table goes back to the
-Delta version it had when the run started (tables the run created are dropped), so a failed run
-leaves the warehouse exactly as it was."""
+"""`reelhouse run`: ingest -> build (-> train -> evaluate), as one unit.
+
+If any step fails, every table goes back to the Delta version it had when the run started
+(tables the run created are dropped), so a failed run leaves the warehouse exactly as it was.
+Every run, whatever its end, gets a row in movielens.pipeline_runs.
+"""
 
 from __future__ import annotations
 
+import secrets
+import time
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
-from pipelines import catalog, ingest, progress, runner
+from pipelines import catalog, ingest, progress, runner, train
 from pipelines.settings import Settings
 
 DEFAULT_SYNTHETIC_RATINGS = 100_000
+RUNS_SCHEMA = ("run_id string, started_at timestamp, finished_at timestamp, status string, "
+               "data_dir string, step_seconds map<string, double>, row_counts map<string, bigint>, "
+               "models_rebuilt array<string>, error_message string")
+
+
+def new_run_id() -> str:
+    """Sortable by time, unique without coordination."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
 
 @contextmanager
@@ -24,6 +38,8 @@ def all_or_nothing(spark, settings: Settings):
         progress.say("the run failed: putting every table back to its version before the run")
         catalog.register_warehouse(spark, settings)
         for table in catalog.list_tables_on_storage(spark, settings):
+            if table == "pipeline_runs":
+                continue
             try:
                 catalog.restore(spark, settings, table, before.get(table))
             except Exception as exc:  # keep going: restore as much as possible, say what failed
@@ -42,11 +58,57 @@ def default_dataset(project_dir: Path, num_ratings: int = DEFAULT_SYNTHETIC_RATI
     return out
 
 
-def run_pipeline(spark, settings: Settings, data_dir: Path, cli_vars: dict | None = None,
-                 selectors: list[str] | None = None) -> None:
-    project = runner.load_project(settings, cli_vars=cli_vars)  # bad models fail before ingest
-    with all_or_nothing(spark, settings):
-        with progress.step("ingest"):
-            ingest.ingest_dataset(spark, settings, data_dir)
-        with progress.step("build"):
-            runner.build(spark, project, selectors)
+def record_run(spark, settings: Settings, row: dict) -> None:
+    """One row per run in pipeline_runs (MERGE on run_id), written whatever the outcome."""
+    df = spark.createDataFrame([row], RUNS_SCHEMA)
+    catalog.merge_into(spark, settings, df, "pipeline_runs", ["run_id"],
+                       comment="Every pipeline run: when, how it ended, time and rows per step.")
+
+
+def record_abandoned_run(spark, settings: Settings, holder: dict) -> None:
+    """A run whose lock we took over was killed: say so in pipeline_runs."""
+    started = holder.get("started_at")
+    record_run(spark, settings, {
+        "run_id": holder.get("run_id"), "status": "killed", "data_dir": None,
+        "started_at": datetime.fromisoformat(started).replace(tzinfo=None) if started else None,
+        "finished_at": None, "step_seconds": {}, "row_counts": {}, "models_rebuilt": [],
+        "error_message": f"process {holder.get('pid')} on {holder.get('host')} ended without "
+                         "finishing; its changes were rolled back or never committed"})
+
+
+def run_pipeline(spark, settings: Settings, data_dir: Path, run_id: str,
+                 cli_vars: dict | None = None, selectors: list[str] | None = None,
+                 force: bool = False) -> dict:
+    """Every step in order; returns the pipeline_runs row written."""
+    started_at = datetime.now(UTC).replace(tzinfo=None)
+    row = {"run_id": run_id, "started_at": started_at, "status": "running",
+           "data_dir": str(data_dir), "step_seconds": {}, "row_counts": {},
+           "models_rebuilt": [], "error_message": None, "finished_at": None}
+
+    def timed(step: str, work):
+        clock = time.monotonic()
+        with progress.step(step):
+            result = work()
+        row["step_seconds"][step] = round(time.monotonic() - clock, 3)
+        return result
+
+    try:
+        project = runner.load_project(settings, cli_vars=cli_vars)  # bad models fail first
+        with all_or_nothing(spark, settings):
+            lines = timed("ingest", lambda: ingest.ingest_dataset(spark, settings, data_dir))
+            row["row_counts"].update({f"{kind}_lines_read": n for kind, n in lines.items()})
+            row["models_rebuilt"] = timed(
+                "build", lambda: runner.build(spark, project, selectors, force=force))
+            timed("train", lambda: train.train(spark, settings))
+        row["status"] = "succeeded"
+    except BaseException as exc:
+        row["status"] = "failed"
+        row["error_message"] = str(exc).strip().splitlines()[0][:1000] if str(exc) else repr(exc)
+        raise
+    finally:
+        row["finished_at"] = datetime.now(UTC).replace(tzinfo=None)
+        try:
+            record_run(spark, settings, row)
+        except Exception as exc:  # never hide the run's own error behind this one
+            progress.say(f"could not record the run in pipeline_runs: {exc}")
+    return row
