@@ -118,20 +118,8 @@ def register_warehouse(spark, settings: Settings) -> list[str]:
             spark.sql(f"drop table if exists {schema}.{gone}")
         except Exception:  # it was a view whose SQL file is gone
             spark.sql(f"drop view if exists {schema}.{gone}")
-    # Views may select from views: create in rounds until nothing more can be created.
-    pending = dict(views)
-    while pending:
-        created = []
-        for name, sql in pending.items():
-            try:
-                spark.sql(view_statement(settings, name, sql))
-                created.append(name)
-            except Exception:  # an input view not created yet; try again next round
-                continue
-        if not created:
-            break
-        for name in created:
-            del pending[name]
+    for name in view_order(settings, views):
+        spark.sql(view_statement(settings, name, views[name]))
     return tables
 
 
@@ -140,12 +128,8 @@ def stored_views(spark, settings: Settings) -> dict[str, str]:
             if IDENTIFIER.match(name)}
 
 
-def registration_script(settings: Settings, tables: list[str], views: dict[str, str]) -> str:
-    """The same registration as SQL text, for shells that run no Python (`spark-sql -i`).
-    Views come after the views they select from."""
-    statements = [f"create schema if not exists {settings.schema}"]
-    statements += [table_statement(settings, t) for t in tables]
-    statements += udf_statements(settings)
+def view_order(settings: Settings, views: dict[str, str]) -> list[str]:
+    """Views after the views they select from, so each CREATE VIEW finds its inputs."""
     ordered: list[str] = []
 
     def place(name: str, seen: tuple[str, ...] = ()) -> None:
@@ -158,7 +142,17 @@ def registration_script(settings: Settings, tables: list[str], views: dict[str, 
 
     for name in sorted(views):
         place(name)
-    statements += [view_statement(settings, name, views[name]) for name in ordered]
+    return ordered
+
+
+def registration_script(settings: Settings, tables: list[str], views: dict[str, str]) -> str:
+    """The same registration as SQL text, for shells that run no Python (`spark-sql -i`).
+    Functions come before views, which may call them."""
+    statements = [f"create schema if not exists {settings.schema}"]
+    statements += [table_statement(settings, t) for t in tables]
+    statements += udf_statements(settings)
+    statements += [view_statement(settings, name, views[name])
+                   for name in view_order(settings, views)]
     return ";\n".join(statements) + ";\n"
 
 

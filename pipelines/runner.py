@@ -146,7 +146,7 @@ class Project:
                 cycle = path[path.index(name):] + [name]
                 raise ReelhouseError(f"Models form a cycle: {' -> '.join(cycle)}.")
             state[name] = "visiting"
-            for parent in sorted(self.models[name].refs):
+            for parent in sorted(set(self.models[name].refs) | self.test_refs(name)):
                 visit(parent, path + [name])
             state[name] = "done"
             ordered.append(name)
@@ -154,6 +154,18 @@ class Project:
         for name in sorted(self.models):
             visit(name, [])
         return ordered
+
+    def test_refs(self, name: str) -> set[str]:
+        """Models a model's relationships tests read: built first, so its tests can run."""
+        found = set()
+        for column in self.models[name].doc.get("columns", []):
+            for spec in column.get("data_tests", column.get("tests", [])) or []:
+                if isinstance(spec, dict) and "relationships" in spec:
+                    match = re.fullmatch(r"\s*ref\(\s*['\"](\w+)['\"]\s*\)\s*",
+                                         str(spec["relationships"].get("to", "")))
+                    if match and match.group(1) in self.models and match.group(1) != name:
+                        found.add(match.group(1))
+        return found
 
     def children(self) -> dict[str, set[str]]:
         result: dict[str, set[str]] = {name: set() for name in self.models}
@@ -257,6 +269,15 @@ def load_project(settings: Settings, folders: tuple[str, ...] = ("models", "repo
     return project
 
 
+def _raise_compiler_error(model_name: str):
+    """dbt's raise_compiler_error: a model's own check fails the render with its message."""
+
+    def raise_compiler_error(message: str):
+        raise ReelhouseError(f"Model {model_name}: {message}")
+
+    return raise_compiler_error
+
+
 def _var_function(project: Project, user: str):
     """var(name, default): the command line's value, else the project's, else the default."""
 
@@ -310,6 +331,7 @@ def _render(project: Project, model: Model, parse_only: bool = False,
         "var": _var_function(project, model.name),
         "config": config_,
         "is_incremental": lambda: incremental,
+        "raise_compiler_error": _raise_compiler_error(model.name),
         "this": f"{schema}.{model.name}",
     }
     try:
@@ -469,7 +491,13 @@ def fingerprint(spark, project: Project, model: Model, sql: str) -> str:
     Equal fingerprints mean a rebuild would write the same rows, so it can be skipped."""
     inputs = {name: catalog.version_of(spark, name)
               for name in sorted(upstream_tables(project, model))}
-    payload = json.dumps({"sql": sql, "inputs": inputs}, sort_keys=True)
+    payload = json.dumps({
+        "sql": sql,
+        "inputs": inputs,
+        # A changed test or threshold must run again; a changed function can change the rows.
+        "tests": [test.sql for test in data_tests(project, model)],
+        "functions": catalog.udf_statements(project.settings),
+    }, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 

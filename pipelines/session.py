@@ -87,6 +87,6 @@ def create_spark(settings: Settings, app_name: str = "reelhouse", register: bool
     if register:
         from pipelines import catalog
 
+        catalog.register_udfs(spark, settings)  # first: views may call the functions
         catalog.register_warehouse(spark, settings)
-        catalog.register_udfs(spark, settings)
     return spark

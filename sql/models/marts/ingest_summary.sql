@@ -1,0 +1,145 @@
+{{ config(materialized='table') }}
+
+-- One row per kind of file the last ingest read: how many data lines it had, how many
+-- reached their mart (loaded) and how many did not (rejected; see rejected_ratings and
+-- rejected_lines). Tested: lines_read = raw_lines (ingest's count matches its table) and
+-- loaded + rejected = lines_read (every line is accounted for). reject_share leaves empty lines
+-- out of both sides: a blank line (u.genre ends with one) is formatting, not bad data.
+
+with ingest_files as (
+    select
+        dataset_format,
+        file_kind,
+        source_file,
+        size_bytes,
+        lines_read
+    from {{ source('raw', 'ingest_files') }}
+),
+
+raw_lines as (
+    select
+        'ratings' as file_kind,
+        count(*) as num_raw_lines
+    from {{ source('raw', 'ratings') }}
+    union all
+    select
+        'movies' as file_kind,
+        count(*) as num_raw_lines
+    from {{ source('raw', 'movies') }}
+    union all
+    select
+        'tags' as file_kind,
+        count(*) as num_raw_lines
+    from {{ source('raw', 'tags') }}
+    union all
+    select
+        'links' as file_kind,
+        count(*) as num_raw_lines
+    from {{ source('raw', 'links') }}
+    union all
+    select
+        'users' as file_kind,
+        count(*) as num_raw_lines
+    from {{ source('raw', 'users') }}
+    union all
+    select
+        'genres' as file_kind,
+        count(*) as num_raw_lines
+    from {{ source('raw', 'genres') }}
+),
+
+loaded_rows as (
+    select
+        'ratings' as file_kind,
+        count(*) as num_loaded
+    from {{ ref('ratings') }}
+    union all
+    select
+        'movies' as file_kind,
+        count(*) as num_loaded
+    from {{ ref('movies') }}
+    union all
+    select
+        'tags' as file_kind,
+        count(*) as num_loaded
+    from {{ ref('tags') }}
+    union all
+    select
+        'links' as file_kind,
+        count(*) as num_loaded
+    from {{ ref('links') }}
+    union all
+    select
+        'users' as file_kind,
+        count(*) as num_loaded
+    from {{ ref('users') }}
+    union all
+    select
+        'genres' as file_kind,
+        count(*) as num_loaded
+    from {{ ref('genres') }}
+),
+
+rejected_rows as (
+    select
+        'ratings' as file_kind,
+        reason
+    from {{ ref('rejected_ratings') }}
+    union all
+    select
+        file_kind,
+        reason
+    from {{ ref('rejected_lines') }}
+),
+
+rejected_counts as (
+    select
+        file_kind,
+        count(*) as num_rejected,
+        count_if(reason = 'empty line') as num_empty_lines
+    from rejected_rows
+    group by file_kind
+),
+
+files_by_kind as (
+    select
+        file_kind,
+        min(dataset_format) as dataset_format,
+        count(*) as num_files,
+        sum(size_bytes) as size_bytes,
+        sum(lines_read) as lines_read
+    from ingest_files
+    group by file_kind
+),
+
+summary as (
+    select
+        files_by_kind.file_kind,
+        files_by_kind.dataset_format,
+        files_by_kind.num_files,
+        files_by_kind.size_bytes,
+        files_by_kind.lines_read,
+        coalesce(raw_lines.num_raw_lines, 0) as raw_lines,
+        coalesce(loaded_rows.num_loaded, 0) as loaded,
+        coalesce(rejected_counts.num_rejected, 0) as rejected,
+        coalesce(rejected_counts.num_empty_lines, 0) as empty_lines
+    from files_by_kind
+    left join raw_lines on files_by_kind.file_kind = raw_lines.file_kind
+    left join loaded_rows on files_by_kind.file_kind = loaded_rows.file_kind
+    left join rejected_counts on files_by_kind.file_kind = rejected_counts.file_kind
+)
+
+select
+    file_kind,
+    dataset_format,
+    num_files,
+    size_bytes,
+    lines_read,
+    raw_lines,
+    loaded,
+    rejected,
+    empty_lines,
+    coalesce(
+        try_divide(cast(rejected - empty_lines as double), lines_read - empty_lines), 0.0
+    ) as reject_share
+from summary
