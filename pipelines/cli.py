@@ -11,6 +11,7 @@ import csv
 import datetime as dt
 import decimal
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -91,11 +92,37 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=10000)
     serve.add_argument("--refresh-seconds", type=float, default=2.0,
                        help="how often to pick up tables a pipeline run created or dropped")
+    serve.add_argument("--auth-file", default=os.environ.get("REELHOUSE_AUTH_FILE"),
+                       help="require a user and password from this file (see `reelhouse "
+                            "passwd`); default $REELHOUSE_AUTH_FILE")
     serve.add_argument("--no-auth", action="store_true",
                        help="allow a non-loopback address without authentication (unsafe)")
 
+    passwd = command("passwd", "add or change a user in a Thrift server credentials file "
+                               "(password read from stdin, or asked for on a terminal)")
+    passwd.add_argument("--auth-file", required=True)
+    passwd.add_argument("--user", required=True)
+
     command("spark-sql", "Spark's spark-sql shell over the warehouse; other arguments (-e, -f, "
                          "...) go to spark-sql")
+
+    history = command("history", "a table's Delta history: every version, when, what wrote it")
+    history.add_argument("table", help="table name, e.g. ratings")
+    history.add_argument("--limit", type=int, default=20)
+    history.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    restore = command("restore", "put a table back to an earlier Delta version (a new commit)")
+    restore.add_argument("table", help="table name, e.g. ratings")
+    restore.add_argument("--version", type=int, required=True)
+
+    maintain = command("maintain", "compact small files (OPTIMIZE) and remove unreferenced old "
+                                   "files (VACUUM) in every table")
+    maintain.add_argument("--retain-hours", type=float, default=168.0,
+                          help="keep files needed for time travel this far back (default 168, "
+                               "Delta's default; lower needs --unsafe-retention)")
+    maintain.add_argument("--unsafe-retention", action="store_true",
+                          help="allow --retain-hours below 168 (breaks older time travel and "
+                               "readers of old versions)")
 
     command("setup", "fetch and cache Delta Lake's jars, check Java (run once; later starts are "
                      "offline)")
@@ -261,7 +288,21 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from pipelines import serve
 
-        return serve.serve(settings, args.host, args.port, args.refresh_seconds, args.no_auth)
+        return serve.serve(settings, args.host, args.port, args.refresh_seconds, args.no_auth,
+                           Path(args.auth_file) if args.auth_file else None)
+    if args.command == "passwd":
+        import getpass
+
+        from pipelines import auth
+
+        if sys.stdin.isatty():
+            password = getpass.getpass(f"password for {args.user}: ")
+        else:
+            password = sys.stdin.readline().rstrip("\n")
+        auth.set_password(Path(args.auth_file), args.user, password)
+        progress.say(f"{args.user} can now log in to `reelhouse serve --auth-file "
+                     f"{args.auth_file}`")
+        return 0
     if args.command == "setup":
         from pipelines import jvm
 
@@ -339,6 +380,16 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "build":
         project = runner.load_project(settings, cli_vars=cli_vars)
         runner.build(spark, project, args.select, force=args.force)
+        return 0
+    if args.command in ("history", "restore", "maintain"):
+        from pipelines import maintenance
+
+        if args.command == "history":
+            print_rows(maintenance.history(spark, settings, args.table, args.limit), args.format)
+        elif args.command == "restore":
+            maintenance.restore_version(spark, settings, args.table, args.version)
+        else:
+            maintenance.maintain(spark, settings, args.retain_hours, args.unsafe_retention)
         return 0
     if args.command == "sql":
         try:

@@ -43,25 +43,49 @@ def _keep_catalog_fresh(spark, settings: Settings, stop: threading.Event, second
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 10000,
-          refresh_seconds: float = 2.0, no_auth: bool = False) -> int:
-    """Run the Thrift server until SIGINT or SIGTERM; returns the exit code."""
-    if not is_loopback(host) and not no_auth:
+          refresh_seconds: float = 2.0, no_auth: bool = False,
+          auth_file: Path | None = None) -> int:
+    """Run the Thrift server until SIGINT or SIGTERM; returns the exit code.
+
+    With auth_file, clients must log in with a user and password from it (HiveServer2 CUSTOM
+    authentication). Beyond loopback that is required, unless the operator passes no_auth."""
+    if not is_loopback(host) and not auth_file and not no_auth:
         raise ReelhouseError(
             f"Serving on {host} would expose the warehouse beyond this machine without a "
-            "password: bind to 127.0.0.1, or pass --no-auth to accept that risk.")
-    if not is_loopback(host):
+            "password: pass --auth-file FILE (users made with `reelhouse passwd`), bind to "
+            "127.0.0.1, or pass --no-auth to accept that risk.")
+    if not is_loopback(host) and not auth_file:
         progress.say(f"WARNING: serving on {host} with no authentication: anyone who can reach "
                      f"port {port} can read the warehouse")
-    from pipelines.session import create_spark
-
-    server_conf = (("spark.hadoop.hive.server2.thrift.bind.host", host),
-                   ("spark.hadoop.hive.server2.thrift.port", str(port)),
-                   # One JDBC connection's temp views and settings stay its own.
-                   ("spark.sql.hive.thriftServer.singleSession", "false"))
     from dataclasses import replace
 
-    settings = replace(settings, spark_conf=settings.spark_conf + server_conf)
-    spark = create_spark(settings, app_name="reelhouse-serve")
+    from pipelines.session import create_spark
+
+    server_conf = [("spark.hadoop.hive.server2.thrift.bind.host", host),
+                   ("spark.hadoop.hive.server2.thrift.port", str(port)),
+                   # One JDBC connection's temp views and settings stay its own.
+                   ("spark.sql.hive.thriftServer.singleSession", "false")]
+    extra_jars = []
+    if auth_file:
+        from pipelines import auth
+
+        auth_file = Path(auth_file).resolve()
+        if not auth_file.is_file() or not auth_file.read_text().strip():
+            raise ReelhouseError(
+                f"{auth_file} has no users: add one with `reelhouse passwd --auth-file "
+                f"{auth_file} --user NAME`.")
+        extra_jars.append(auth.authenticator_jar(settings.jars_dir, spark_home() / "jars"))
+        os.environ["REELHOUSE_AUTH_FILE"] = str(auth_file)  # read by the JVM at every login
+        server_conf += [("spark.hadoop.hive.server2.authentication", "CUSTOM"),
+                        ("spark.hadoop.hive.server2.custom.authentication.class",
+                         auth.CLASS_NAME)]
+    settings = replace(settings, spark_conf=settings.spark_conf + tuple(server_conf))
+    spark = create_spark(settings, app_name="reelhouse-serve", extra_jars=extra_jars)
+    if auth_file:
+        # Hive's login check builds a fresh HiveConf, which reads JVM system properties only.
+        system = spark.sparkContext._jvm.java.lang.System
+        system.setProperty("hive.server2.authentication", "CUSTOM")
+        system.setProperty("hive.server2.custom.authentication.class", auth.CLASS_NAME)
     thrift = spark.sparkContext._jvm.org.apache.spark.sql.hive.thriftserver.HiveThriftServer2
     try:
         server = thrift.startWithContext(spark._jsparkSession.sqlContext())
@@ -82,7 +106,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 10000,
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     progress.say(f"serving {settings.warehouse} at jdbc:hive2://{host}:{port}/{settings.schema} "
-                 "(Ctrl-C stops)")
+                 f"({'password required' if auth_file else 'no authentication'}; Ctrl-C stops)")
     print(f"READY jdbc:hive2://{host}:{port}/{settings.schema}", flush=True)
     while not stop.wait(0.5):
         pass

@@ -67,10 +67,11 @@ def spark_config(settings: Settings, jars: list[Path]) -> dict[str, str]:
     return conf
 
 
-def create_spark(settings: Settings, app_name: str = "reelhouse", register: bool = True):
+def create_spark(settings: Settings, app_name: str = "reelhouse", register: bool = True,
+                 extra_jars: list[Path] | None = None):
     """A SparkSession with Delta, the warehouse's tables registered by name and our UDFs."""
     jvm.check_java()
-    jars = jvm.ensure_delta_jars(settings.jars_dir)
+    jars = jvm.ensure_delta_jars(settings.jars_dir) + list(extra_jars or [])
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)

@@ -1,0 +1,80 @@
+"""A password-protected Thrift server: the right password connects, a wrong one or none is
+refused, over PyHive and beeline."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import pytest
+from pyhive import hive
+
+from pipelines import auth, catalog, serve
+from pipelines.errors import ReelhouseError
+
+from .test_serve import REELHOUSE, free_port, wait_for_ready
+
+
+@pytest.fixture(scope="module")
+def guarded_server(spark, tmp_path_factory):
+    from .conftest import fresh_warehouse
+
+    settings = fresh_warehouse(spark, tmp_path_factory, "guarded")
+    catalog.replace_table(spark, settings, spark.range(4), "secrets")
+    auth_file = tmp_path_factory.mktemp("auth") / "users"
+    auth.set_password(auth_file, "analyst", "correct-horse-battery")
+    port = free_port()
+    process = subprocess.Popen(
+        REELHOUSE + ["serve", "--warehouse", settings.warehouse, "--port", str(port),
+                     "--auth-file", str(auth_file), "--conf", "spark.ui.enabled=false"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "REELHOUSE_DRIVER_MEMORY": "1g"})
+    try:
+        wait_for_ready(process)
+        yield port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def connect(port, username=None, password=None):
+    if password is None:
+        return hive.connect("127.0.0.1", port=port, database="movielens", username=username)
+    return hive.connect("127.0.0.1", port=port, database="movielens", username=username,
+                        password=password, auth="CUSTOM")
+
+
+def test_the_right_password_connects(guarded_server):
+    cursor = connect(guarded_server, "analyst", "correct-horse-battery").cursor()
+    cursor.execute("select count(*) from movielens.secrets")
+    assert cursor.fetchall() == [(4,)]
+
+
+@pytest.mark.parametrize("username, password", [
+    ("analyst", "wrong password"), ("intruder", "correct-horse-battery"), ("analyst", None)])
+def test_wrong_or_missing_credentials_are_refused(guarded_server, username, password):
+    with pytest.raises(Exception):  # noqa: B017 - the client raises its transport error
+        connect(guarded_server, username, password).cursor().execute("select 1")
+
+
+def beeline(port, *credentials):
+    return subprocess.run(
+        [str(serve.spark_home() / "bin" / "beeline"), "-u",
+         f"jdbc:hive2://127.0.0.1:{port}/movielens", *credentials, "--outputformat=csv2",
+         "-e", "select count(*) from secrets"],
+        capture_output=True, text=True, timeout=180,
+        env={**os.environ, "SPARK_HOME": str(serve.spark_home())})
+
+
+def test_beeline_needs_the_password_too(guarded_server):
+    good = beeline(guarded_server, "-n", "analyst", "-p", "correct-horse-battery")
+    assert good.returncode == 0 and good.stdout.strip().splitlines()[-1] == "4"
+    bad = beeline(guarded_server, "-n", "analyst", "-p", "nope")
+    assert bad.returncode != 0 or "4" not in bad.stdout
+
+
+def test_weak_passwords_and_odd_user_names_are_refused(tmp_path):
+    with pytest.raises(ReelhouseError, match="too short"):
+        auth.set_password(tmp_path / "users", "analyst", "short")
+    with pytest.raises(ReelhouseError, match="not a usable user name"):
+        auth.set_password(tmp_path / "users", "a:b", "long enough password")
