@@ -10,6 +10,7 @@ old version or the new one, never a partial table.
 from __future__ import annotations
 
 import re
+import sys
 
 from pipelines.errors import ReelhouseError
 from pipelines.settings import Settings
@@ -52,7 +53,11 @@ def list_tables_on_storage(spark, settings: Settings) -> list[str]:
     for status in fs.listStatus(root):
         name = status.getPath().getName()
         if status.isDirectory() and IDENTIFIER.match(name):
-            if fs.exists(jvm.org.apache.hadoop.fs.Path(status.getPath(), "_delta_log")):
+            # A table exists once its first commit does: a writer creates _delta_log before it
+            # commits version 0, and a name registered in between would fail to resolve.
+            commits = fs.globStatus(jvm.org.apache.hadoop.fs.Path(status.getPath(),
+                                                                  "_delta_log/0*"))
+            if commits:
                 names.append(name)
     return sorted(names)
 
@@ -119,13 +124,26 @@ def register_warehouse(spark, settings: Settings) -> list[str]:
         except Exception:  # it was a view whose SQL file is gone
             spark.sql(f"drop view if exists {schema}.{gone}")
     for name in view_order(settings, views):
-        spark.sql(view_statement(settings, name, views[name]))
+        try:
+            spark.sql(view_statement(settings, name, views[name]))
+        except Exception as exc:  # e.g. a table it reads is gone: the rest stays usable
+            first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc
+            print(f"reelhouse: view {schema}.{name} skipped: {first_line}", file=sys.stderr)
     return tables
 
 
 def stored_views(spark, settings: Settings) -> dict[str, str]:
     return {name: sql for name, sql in _read_text_files(spark, settings.views_location).items()
             if IDENTIFIER.match(name)}
+
+
+def put_back_views(spark, settings: Settings, views: dict[str, str]) -> None:
+    """Make the stored view definitions exactly `views` again (after a failed run)."""
+    for name in set(stored_views(spark, settings)) - set(views):
+        _delete_path(spark, f"{settings.views_location}/{name}.sql")
+        spark.sql(f"drop view if exists {settings.schema}.{name}")
+    for name, sql in views.items():
+        _write_text_file(spark, f"{settings.views_location}/{name}.sql", sql)
 
 
 def view_order(settings: Settings, views: dict[str, str]) -> list[str]:

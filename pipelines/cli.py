@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from pipelines.errors import ReelhouseError
-from pipelines.settings import Settings, normalise_warehouse, parse_conf
+from pipelines.settings import STEPS, Settings, normalise_warehouse, parse_conf
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command("run", "ingest a dataset and build every table, end to end")
     run.add_argument("--data", help="a MovieLens folder (default: a built-in synthetic dataset)")
+    run.add_argument("--steps", default=",".join(STEPS), metavar="LIST",
+                     help=f"comma-separated steps to run, in order (default {','.join(STEPS)})")
     run.add_argument("--force", action="store_true",
                      help="rebuild every model (and retrain) even if its inputs are unchanged")
     _with_vars(run)
@@ -163,6 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--top-n", type=int, help="how many (default: the run's top N "
                            "for --user, 10 for --ratings)")
     recommend.add_argument("--format", choices=("text", "csv", "json"), default="text")
+    evaluate = command("evaluate", "build the report tables: ALS against baselines (RMSE, MAE), "
+                       "ranking metrics against popularity, error breakdowns, metric history")
+    evaluate.add_argument("--force", action="store_true",
+                          help="rebuild every report table even if its inputs are unchanged")
+    _with_vars(evaluate)
+
+    report = command("report", "print a short summary and write one self-contained HTML report "
+                     "with charts")
+    report.add_argument("--out", metavar="DIR",
+                        help="folder for report.html (default target/report)")
     return parser
 
 
@@ -325,6 +337,10 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         from pipelines import lock, pipeline
 
+        steps = tuple(s.strip() for s in args.steps.split(",") if s.strip())
+        unknown = [s for s in steps if s not in STEPS]
+        if unknown:
+            raise ReelhouseError(f"--steps {','.join(unknown)}: the steps are {', '.join(STEPS)}.")
         run_id = pipeline.new_run_id()
         # The lock comes first: a second run is refused at once, before Spark even starts.
         with lock.run_lock(settings, run_id) as abandoned:
@@ -334,7 +350,7 @@ def dispatch(args: argparse.Namespace) -> int:
                 pipeline.record_abandoned_run(spark, settings, abandoned)
             progress.say(f"run {run_id} started")
             pipeline.run_pipeline(spark, settings, data_dir, run_id, cli_vars, args.select,
-                                  force=args.force)
+                                  force=args.force, steps=steps)
         progress.say(f"run {run_id} succeeded; warehouse ready at {settings.warehouse}")
         return 0
     if args.command == "train":
@@ -381,6 +397,16 @@ def dispatch(args: argparse.Namespace) -> int:
         project = runner.load_project(settings, cli_vars=cli_vars)
         runner.build(spark, project, args.select, force=args.force)
         return 0
+    if args.command == "evaluate":
+        from pipelines import evaluate
+
+        evaluate.evaluate(spark, settings, cli_vars, force=args.force)
+        return 0
+    if args.command == "report":
+        from pipelines import report
+
+        report.write_report(spark, settings, Path(args.out) if args.out else None)
+        return 0
     if args.command in ("history", "restore", "maintain"):
         from pipelines import maintenance
 
@@ -415,6 +441,13 @@ def main(argv: list[str] | None = None) -> int:
     except ReelhouseError as exc:
         print(f"reelhouse: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:
+        if not type(exc).__module__.startswith(("pyspark", "py4j")):
+            raise  # a bug in reelhouse: the stack trace is for us
+        text = str(exc).strip()
+        print(f"reelhouse: error: Spark failed: {text.splitlines()[0] if text else exc!r}",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("reelhouse: interrupted", file=sys.stderr)
         return 130

@@ -13,10 +13,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipelines import catalog, ingest, progress, runner, train
-from pipelines.settings import Settings
+from pipelines import catalog, evaluate, ingest, progress, runner, train
+from pipelines.settings import STEPS, Settings
 
 DEFAULT_SYNTHETIC_RATINGS = 100_000
+TRAINING_INPUTS = {"ratings", "ratings_split", "movie_stats", "movies"}
 RUNS_SCHEMA = ("run_id string, started_at timestamp, finished_at timestamp, status string, "
                "data_dir string, step_seconds map<string, double>, row_counts map<string, bigint>, "
                "models_rebuilt array<string>, error_message string")
@@ -32,10 +33,12 @@ def all_or_nothing(spark, settings: Settings):
     """Remember every table's version; on failure restore them all and drop new ones."""
     before = {table: catalog.current_version(spark, settings, table)
               for table in catalog.list_tables_on_storage(spark, settings)}
+    views_before = catalog.stored_views(spark, settings)
     try:
         yield
     except BaseException:
         progress.say("the run failed: putting every table back to its version before the run")
+        catalog.put_back_views(spark, settings, views_before)
         catalog.register_warehouse(spark, settings)
         for table in catalog.list_tables_on_storage(spark, settings):
             if table == "pipeline_runs":
@@ -76,10 +79,17 @@ def record_abandoned_run(spark, settings: Settings, holder: dict) -> None:
                          "finishing; its changes were rolled back or never committed"})
 
 
+def needs_training(spark, settings: Settings, models_rebuilt: list[str]) -> bool:
+    """Train unless a model run exists and none of the tables training reads was rebuilt."""
+    if not catalog.table_exists(spark, settings, "model_runs"):
+        return True
+    return bool(set(models_rebuilt) & TRAINING_INPUTS)
+
+
 def run_pipeline(spark, settings: Settings, data_dir: Path, run_id: str,
                  cli_vars: dict | None = None, selectors: list[str] | None = None,
-                 force: bool = False) -> dict:
-    """Every step in order; returns the pipeline_runs row written."""
+                 force: bool = False, steps: tuple[str, ...] = STEPS) -> dict:
+    """The steps in order (all by default); returns the pipeline_runs row written."""
     started_at = datetime.now(UTC).replace(tzinfo=None)
     row = {"run_id": run_id, "started_at": started_at, "status": "running",
            "data_dir": str(data_dir), "step_seconds": {}, "row_counts": {},
@@ -95,11 +105,21 @@ def run_pipeline(spark, settings: Settings, data_dir: Path, run_id: str,
     try:
         project = runner.load_project(settings, cli_vars=cli_vars)  # bad models fail first
         with all_or_nothing(spark, settings):
-            lines = timed("ingest", lambda: ingest.ingest_dataset(spark, settings, data_dir))
-            row["row_counts"].update({f"{kind}_lines_read": n for kind, n in lines.items()})
-            row["models_rebuilt"] = timed(
-                "build", lambda: runner.build(spark, project, selectors, force=force))
-            timed("train", lambda: train.train(spark, settings))
+            if "ingest" in steps:
+                lines = timed("ingest", lambda: ingest.ingest_dataset(spark, settings, data_dir))
+                row["row_counts"].update({f"{kind}_lines_read": n for kind, n in lines.items()})
+            if "build" in steps:
+                row["models_rebuilt"] = timed(  # reports read train's output: evaluate builds them
+                    "build", lambda: evaluate.build_warehouse_models(spark, project, selectors,
+                                                                     force=force))
+            if "train" in steps:
+                if force or needs_training(spark, settings, row["models_rebuilt"]):
+                    timed("train", lambda: train.train(spark, settings))
+                else:
+                    progress.say("train skipped: its inputs are unchanged since the last model "
+                                 "run (--force retrains)")
+            if "evaluate" in steps:
+                timed("evaluate", lambda: evaluate.evaluate(spark, settings, cli_vars, force=force))
         row["status"] = "succeeded"
     except BaseException as exc:
         row["status"] = "failed"

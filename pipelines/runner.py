@@ -192,8 +192,9 @@ class Project:
                     raise ReelhouseError(
                         f"--select {part!r} names no model; models are: {', '.join(order)}.")
                 chosen |= {name}
-                if upstream:
-                    chosen |= self._walk(name, lambda n: self.models[n].refs)
+                if upstream:  # with the models its relationships tests read
+                    chosen |= self._walk(
+                        name, lambda n: set(self.models[n].refs) | self.test_refs(n))
                 if downstream:
                     chosen |= self._walk(name, lambda n: children[n])
         return [name for name in order if name in chosen]
@@ -523,6 +524,7 @@ def build(spark, project: Project, selectors: list[str] | None = None,
                                  f"{settings.schema}.{name} up to date (inputs unchanged)")
                     continue
                 rebuilt.append(name)
+                failures = run_tests(spark, project, model)
             except ReelhouseError:
                 raise
             except Exception as exc:  # Spark's analysis or runtime error: its first line says it
@@ -531,7 +533,6 @@ def build(spark, project: Project, selectors: list[str] | None = None,
                 raise ReelhouseError(
                     f"Model {name} ({model.path.relative_to(settings.sql_dir.parent)}) failed: "
                     f"{first_line}") from exc
-            failures = run_tests(spark, project, model)
             if failures:
                 raise ReelhouseError(
                     f"Data tests failed on {settings.schema}.{name}: {'; '.join(failures)}. "

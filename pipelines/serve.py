@@ -130,7 +130,7 @@ def spark_home() -> Path:
 def _local_listing(settings: Settings) -> tuple[list[str], dict[str, str]]:
     """Tables and views of a warehouse on the local disk, read without starting Spark."""
     root = Path(settings.warehouse.removeprefix("file:")) / settings.schema
-    tables = sorted(p.name for p in root.glob("*") if (p / "_delta_log").is_dir()
+    tables = sorted(p.name for p in root.glob("*") if any((p / "_delta_log").glob("0*"))
                     and catalog.IDENTIFIER.match(p.name)) if root.is_dir() else []
     views = {p.stem: p.read_text() for p in sorted((root / "_views").glob("*.sql"))
              if catalog.IDENTIFIER.match(p.stem)}

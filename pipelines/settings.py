@@ -11,6 +11,7 @@ from pipelines.errors import ReelhouseError
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SCHEMA = "movielens"
+STEPS = ("ingest", "build", "train", "evaluate")  # what `reelhouse run` does, in order
 _URI_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 

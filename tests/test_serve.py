@@ -104,6 +104,81 @@ def test_a_table_created_by_another_process_appears_without_restart(spark, serve
     assert query(port, "select label from movielens.fresh_table") == [("newer",)]
 
 
+def reelhouse_run(settings, data, *extra, wait=True):
+    command = REELHOUSE + ["run", "--warehouse", settings.warehouse, "--data", str(data),
+                           "--steps", "ingest,build", "--select", "+ratings",
+                           "--conf", "spark.ui.enabled=false", *extra]
+    env = {**os.environ, "REELHOUSE_DRIVER_MEMORY": "1g"}
+    if wait:
+        return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from pipelines.generate import generate_dataset
+
+    folder = tmp_path_factory.mktemp("scheduled") / "ml-synthetic"
+    meta = generate_dataset(folder, 3000, num_users=60, num_movies=200, seed=7)
+    return folder, meta["num_ratings"]
+
+
+def test_a_run_while_clients_query_and_a_second_run_is_refused(server, dataset):
+    settings, port, _ = server
+    folder, num_ratings = dataset
+    before = query(port, "select count(*) from movielens.raw_ratings")[0][0]
+    first = reelhouse_run(settings, folder, wait=False)
+    for line in first.stderr:  # the lock is held from here on
+        if " started" in line:
+            break
+    second = reelhouse_run(settings, folder)
+    assert second.returncode == 3, second.stderr[-1500:]
+    assert "already running" in second.stderr
+
+    seen, failures = set(), []
+    while first.poll() is None:
+        try:
+            seen.add(query(port, "select count(*) from movielens.raw_ratings")[0][0])
+        except Exception as exc:  # every query must succeed while the run writes
+            failures.append(repr(exc))
+        time.sleep(0.5)
+    rest = first.stderr.read()
+    assert first.returncode == 0, rest[-2000:]
+    assert failures == []
+    assert seen <= {before, num_ratings}  # the old table or the new one, never a part
+    deadline = time.monotonic() + 30  # the server picks up the run's new tables
+    while time.monotonic() < deadline and not any(
+            row[1] == "pipeline_runs" for row in query(port, "show tables in movielens")):
+        time.sleep(1)
+    assert query(port, "select count(*) from movielens.ratings") == [(num_ratings,)]
+    assert query(port, "select status from movielens.pipeline_runs") == [("succeeded",)]
+
+
+def test_a_run_with_nothing_new_changes_no_row(spark, server, dataset):
+    settings, port, _ = server
+    folder, _ = dataset
+    catalog.register_warehouse(spark, settings)
+    versions = {t: catalog.current_version(spark, settings, t)
+                for t in ("raw_ratings", "ratings")}
+    result = reelhouse_run(settings, folder)
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert "no new or changed files" in result.stderr
+    assert {t: catalog.current_version(spark, settings, t) for t in versions} == versions
+
+
+def test_a_new_ratings_file_adds_exactly_its_rows(server, dataset):
+    settings, port, _ = server
+    folder, num_ratings = dataset
+    (folder / "ratings-late.csv").write_text(
+        "userId,movieId,rating,timestamp\n9001,1,4.5,1700000000\n9001,2,3.0,1700000001\n")
+    result = reelhouse_run(settings, folder)
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert query(port, "select count(*) from movielens.ratings") == [(num_ratings + 2,)]
+    assert query(port, "select count(*) from movielens.pipeline_runs "
+                       "where status = 'succeeded'") == [(3,)]
+
+
 def test_sigterm_stops_the_server_cleanly(server):
     _, port, process = server
     process.send_signal(signal.SIGTERM)
