@@ -257,3 +257,31 @@ def _extract(archive_path: Path, dest: Path, release: Release) -> None:
             f"Could not unpack {release.zip_name} into {dest} ({exc.strerror or exc}); "
             "free some space or choose another folder."
         ) from None
+
+
+def unpack_zip(archive_path: Path, dest: Path) -> Path:
+    """Safely unpack a MovieLens zip a user points `--data` at; returns the folder holding its
+    files (the zip's single top folder, if it has one). Unsafe entries refuse the whole archive
+    and a truncated or corrupt zip is a one-sentence error, as for downloads."""
+    archive_path = Path(archive_path)
+    try:
+        with zipfile.ZipFile(archive_path) as archive:
+            for info in archive.infolist():
+                reason = _unsafe_reason(info)
+                if reason is not None:
+                    raise DownloadError(
+                        f"Refusing to unpack {archive_path.name}: entry {info.filename!r} is "
+                        f"unsafe because {reason}; nothing was extracted.")
+            staging = Path(tempfile.mkdtemp(prefix=".reelhouse-unpack-", dir=dest.parent))
+            try:
+                archive.extractall(staging)  # reading each member checks its CRC
+                if dest.exists():
+                    shutil.rmtree(dest)
+                os.replace(staging, dest)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise DownloadError(
+            f"{archive_path} is damaged (truncated or corrupt): download it again.") from exc
+    entries = [p for p in dest.iterdir() if not p.name.startswith((".", "__MACOSX"))]
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest

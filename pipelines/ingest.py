@@ -11,13 +11,14 @@ ingested_at.
 from __future__ import annotations
 
 import gzip
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pipelines import catalog, progress
 from pipelines.errors import ReelhouseError
-from pipelines.settings import Settings
+from pipelines.settings import Settings, default_jars_dir
 
 FILE_KINDS = ("ratings", "movies", "tags", "links", "users", "genres")
 RAW_TABLES = {kind: f"raw_{kind}" for kind in FILE_KINDS}
@@ -78,6 +79,23 @@ def _find(data_dir: Path, name: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def unpacked(data_path: Path) -> Path:
+    """A folder to read: the path itself, or a zip's contents unpacked (safely, once per zip
+    version) into the cache, so its file paths stay the same from run to run."""
+    if data_path.is_file() and data_path.suffix.lower() == ".zip":
+        from pipelines.download import unpack_zip
+
+        stat = data_path.stat()
+        key = hashlib.sha1(f"{data_path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+        target = default_jars_dir().parent / "unzipped" / f"{data_path.stem}-{key[:10]}"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            return unpack_zip(data_path, target)
+        entries = [p for p in target.iterdir() if not p.name.startswith((".", "__MACOSX"))]
+        return entries[0] if len(entries) == 1 and entries[0].is_dir() else target
+    return data_path
 
 
 def detect_layout(data_dir: Path) -> Layout:
@@ -207,7 +225,7 @@ def ingest_dataset(spark, settings: Settings, data_dir: str | Path) -> dict:
     nothing is written, so every downstream table stays as it is. Returns {kind: lines read}."""
     from pyspark.sql import functions as F
 
-    data_dir = Path(data_dir).expanduser().resolve()
+    data_dir = unpacked(Path(data_dir).expanduser().resolve())
     layout = detect_layout(data_dir)
     ingested_at = datetime.now(UTC).replace(tzinfo=None)
     previous = _previous_files(spark, settings, data_dir)

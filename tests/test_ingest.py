@@ -170,3 +170,27 @@ def test_the_same_folder_again_loads_only_new_files(spark, new_warehouse, tmp_pa
     assert [tuple(r) for r in new_lines] == [(2, "3,1,2.5,1717200000"), (3, "3,3,4.0,1717200001")]
     files = spark.sql("select count(*) from movielens.ingest_files").first()[0]
     assert files == 5
+
+
+def test_a_zip_is_read_and_a_truncated_or_hostile_one_is_refused(spark, new_warehouse, tmp_path):
+    import zipfile
+
+    source = latest_folder(tmp_path / "src")
+    archive = tmp_path / "ml-latest-tiny.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for path in source.iterdir():
+            zipped.write(path, f"ml-latest-tiny/{path.name}")
+    settings = new_warehouse()
+    assert ingest.ingest_dataset(spark, settings, archive)["ratings"] == 3
+
+    truncated = tmp_path / "truncated.zip"
+    truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(ReelhouseError, match="damaged"):
+        ingest.ingest_dataset(spark, settings, truncated)
+
+    hostile = tmp_path / "hostile.zip"
+    with zipfile.ZipFile(hostile, "w") as zipped:
+        zipped.writestr("../evil.txt", "x")
+    with pytest.raises(ReelhouseError, match="unsafe"):
+        ingest.ingest_dataset(spark, settings, hostile)
+    assert not (tmp_path.parent / "evil.txt").exists()
