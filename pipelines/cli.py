@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipelines.errors import ReelhouseError
+from pipelines.errors import ReelhouseError, spark_message
 from pipelines.settings import STEPS, Settings, normalise_warehouse, parse_conf
 
 
@@ -394,8 +394,13 @@ def dispatch(args: argparse.Namespace) -> int:
         ingest.ingest_dataset(spark, settings, Path(args.data))
         return 0
     if args.command == "build":
+        from pipelines import evaluate
+
         project = runner.load_project(settings, cli_vars=cli_vars)
-        runner.build(spark, project, args.select, force=args.force)
+        # Without --select: the warehouse models; the reports read train's output and are
+        # built by `evaluate` (name them in --select to build them here).
+        runner.build(spark, project, args.select or evaluate.warehouse_models(project),
+                     force=args.force)
         return 0
     if args.command == "evaluate":
         from pipelines import evaluate
@@ -420,10 +425,8 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "sql":
         try:
             print_rows(spark.sql(args.query), args.format)
-        except Exception as exc:  # Spark's message, first line only: it names the problem
-            text = str(exc).strip()
-            raise ReelhouseError(f"The query failed: {text.splitlines()[0] if text else exc}") \
-                from exc
+        except Exception as exc:  # Spark's message, one line: it names the problem
+            raise ReelhouseError(f"The query failed: {spark_message(exc)}") from exc
         return 0
     raise ReelhouseError(f"Unknown command {args.command}.")
 
@@ -444,9 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if not type(exc).__module__.startswith(("pyspark", "py4j")):
             raise  # a bug in reelhouse: the stack trace is for us
-        text = str(exc).strip()
-        print(f"reelhouse: error: Spark failed: {text.splitlines()[0] if text else exc!r}",
-              file=sys.stderr)
+        print(f"reelhouse: error: Spark failed: {spark_message(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("reelhouse: interrupted", file=sys.stderr)

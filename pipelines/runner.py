@@ -22,7 +22,7 @@ import jinja2
 import yaml
 
 from pipelines import catalog, progress
-from pipelines.errors import ReelhouseError
+from pipelines.errors import ReelhouseError, spark_message
 from pipelines.settings import Settings
 
 MATERIALIZATIONS = ("table", "view", "incremental")
@@ -527,12 +527,10 @@ def build(spark, project: Project, selectors: list[str] | None = None,
                 failures = run_tests(spark, project, model)
             except ReelhouseError:
                 raise
-            except Exception as exc:  # Spark's analysis or runtime error: its first line says it
-                text = str(exc).strip()
-                first_line = text.splitlines()[0] if text else repr(exc)
+            except Exception as exc:  # Spark's analysis or runtime error: one line says it
                 raise ReelhouseError(
                     f"Model {name} ({model.path.relative_to(settings.sql_dir.parent)}) failed: "
-                    f"{first_line}") from exc
+                    f"{spark_message(exc)}") from exc
             if failures:
                 raise ReelhouseError(
                     f"Data tests failed on {settings.schema}.{name}: {'; '.join(failures)}. "

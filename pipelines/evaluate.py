@@ -1,0 +1,110 @@
+"""`reelhouse evaluate`: build the report models in sql/reports/ (error of ALS against
+baselines, ranking metrics against a popularity baseline, error breakdowns, exploration tables,
+metric history) from the marts and what `reelhouse train` wrote. A step of `reelhouse run`,
+after train. All the metrics are SQL; this module only checks the inputs exist, builds the
+models with the runner and prints a two-line summary.
+"""
+
+from __future__ import annotations
+
+from pipelines import catalog, progress, runner
+from pipelines.errors import ReelhouseError
+from pipelines.settings import Settings
+
+REPORTS_FOLDER = "reports"
+DEFAULT_RANKING_KS = "5,10"  # var('ranking_ks') in sql/reports/ranking_metrics.sql
+
+
+def ranking_cutoffs(value) -> list[int]:
+    """The k values of var('ranking_ks'), checked before any SQL runs (the model checks them
+    too, but a failure inside a Spark job reaches the user as a stack of wrappers)."""
+    parts = [part.strip() for part in str(value).split(",")]
+    if not all(part.isdigit() and int(part) >= 1 for part in parts):
+        raise ReelhouseError(f"var ranking_ks must list whole numbers >= 1 separated by commas "
+                             f"(e.g. --var ranking_ks=5,10), got {value!r}.")
+    return sorted({int(part) for part in parts})
+
+
+def is_report(project: runner.Project, name: str) -> bool:
+    """A model whose file lives under sql/reports/."""
+    root = project.settings.sql_dir / REPORTS_FOLDER
+    return project.models[name].path.is_relative_to(root)
+
+
+def report_models(project: runner.Project) -> list[str]:
+    """Every report model, in dependency order."""
+    return [name for name in project.order() if is_report(project, name)]
+
+
+def warehouse_models(project: runner.Project, selectors: list[str] | None = None) -> list[str]:
+    """The models `reelhouse run` builds before training: the selection less the reports,
+    which read train's output and are built by `evaluate` after it."""
+    return [name for name in project.select(selectors) if not is_report(project, name)]
+
+
+def build_warehouse_models(spark, project: runner.Project, selectors: list[str] | None = None,
+                           force: bool = False) -> list[str]:
+    """`reelhouse run`'s build step: the selected models less the reports (built by
+    `evaluate` once train has written what they read); returns the models rebuilt."""
+    names = warehouse_models(project, selectors)
+    return runner.build(spark, project, names, force=force) if names else []
+
+
+def missing_inputs(spark, project: runner.Project, names: list[str]) -> list[str]:
+    """Tables the given models read that are neither among them nor in the warehouse."""
+    schema = project.settings.schema
+    needed = set()
+    for name in names:
+        model = project.models[name]
+        needed |= set(model.sources)
+        needed |= {f"{schema}.{ref}" for ref in model.refs if ref not in names}
+    return sorted(table for table in needed if not spark.catalog.tableExists(table))
+
+
+def evaluate(spark, settings: Settings, cli_vars: dict | None = None,
+             force: bool = False) -> list[str]:
+    """Build every report model (each tested after it is built; a failure rolls them all
+    back); returns the models rebuilt."""
+    project = runner.load_project(settings, cli_vars=cli_vars)
+    ranking_cutoffs(project.vars.get("ranking_ks", DEFAULT_RANKING_KS))
+    names = report_models(project)
+    catalog.register_warehouse(spark, settings)
+    missing = missing_inputs(spark, project, names)
+    if missing:
+        raise ReelhouseError(
+            f"Evaluation needs {', '.join(missing)}, which the warehouse does not have yet: "
+            "run `reelhouse run` (or `reelhouse build` then `reelhouse train`) first.")
+    rebuilt = runner.build(spark, project, names, force=force)
+    for line in summary(spark, settings):
+        progress.say(line)
+    return rebuilt
+
+
+def summary(spark, settings: Settings) -> list[str]:
+    """ALS against its best baseline, on error and on ranking (two tiny tables read)."""
+    errors = {row.model: row for row in spark.table(
+        catalog.qualified(settings, "model_metrics")).collect()}  # one row per model
+    ranking = {row.model: row for row in spark.sql(f"""
+        select * from {catalog.qualified(settings, 'ranking_metrics')}
+        where k = (select max(k) from {catalog.qualified(settings, 'ranking_metrics')})
+        """).collect()}  # one row per model
+    lines = []
+    als = errors.get("als")
+    baselines = [row for model, row in errors.items() if model != "als" and row.rmse is not None]
+    if als is not None and als.rmse is not None and baselines:
+        best = min(baselines, key=lambda row: row.rmse)
+        verdict = "beats" if als.rmse < best.rmse else "does NOT beat"
+        lines.append(f"test RMSE: ALS {als.rmse:.4f} {verdict} the best baseline "
+                     f"({best.model} {best.rmse:.4f}) on {als.num_predictions:,} test rows")
+    if "als" in ranking and "popularity" in ranking:
+        als_rank, popular = ranking["als"], ranking["popularity"]
+        lines.append(f"top-{als_rank.k}: NDCG ALS {_number(als_rank.ndcg_at_k)} vs popularity "
+                     f"{_number(popular.ndcg_at_k)}, precision ALS "
+                     f"{_number(als_rank.precision_at_k)} vs {_number(popular.precision_at_k)}, "
+                     f"coverage ALS {_number(als_rank.catalog_coverage)} vs "
+                     f"{_number(popular.catalog_coverage)}")
+    return lines
+
+
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

@@ -1,0 +1,356 @@
+{{ config(materialized='table') }}
+
+-- Top-k ranking quality of the latest run's recommendations and of a popularity baseline, one
+-- row per (run, model, k), k from var('ranking_ks', '5,10') (a comma-separated list).
+-- relevant: a test rating >= var('relevance_threshold', 4.0). Evaluated users: users with at
+-- least one relevant test item; a user without a list scores 0. For an evaluated user with
+-- R relevant items, a list whose item at position i is relevant (rel_i = 1) or not (0):
+--   precision@k = hits / k (k, also when the list is shorter than k)
+--   recall@k    = hits / R
+--   AP@k        = sum over relevant positions i <= k of (hits in 1..i) / i, over min(k, R)
+--   NDCG@k      = sum over i <= k of rel_i / log2(i + 1), over the same sum for an ideal
+--                 list (min(k, R) relevant items first)
+--   hit rate    = 1 when hits >= 1
+-- each averaged over the evaluated users (MAP@k is the mean of AP@k). Over every listed user:
+-- catalog_coverage = distinct movies in the top-k lists / movies with a train rating, and
+-- mean_popularity = mean train ratings of the movies in the top-k lists.
+-- 'als' is the recommendations table as served (cold users there get the popularity list
+-- train gives them); position = rank, ties broken by higher score, then lower movie_id.
+-- 'popularity' gives every listed user the movies with the highest bayesian_avg that they
+-- did not rate in train, the average computed from train ratings only (so the baseline does
+-- not see the test ratings it is scored on), prior weight var('bayesian_prior_weight', 10);
+-- ties broken by more train ratings, then lower movie_id.
+
+with recommendations as (
+    select
+        run_id,
+        user_id,
+        rank,
+        movie_id,
+        score
+    from {{ source('train', 'recommendations') }}
+),
+
+ratings_split as (
+    select
+        user_id,
+        movie_id,
+        rating,
+        split
+    from {{ ref('ratings_split') }}
+),
+
+cutoffs as (
+    select distinct
+        case
+            when try_cast(trim(k_text) as int) >= 1 then try_cast(trim(k_text) as int)
+            else raise_error(concat(
+                'var ranking_ks must list whole numbers >= 1 separated by commas, got ',
+                cast({{ var('ranking_ks', '5,10') }} as string)
+            ))
+        end as k
+    from (
+        select explode(split(cast({{ var('ranking_ks', '5,10') }} as string), ',')) as k_text
+    ) as k_texts
+),
+
+largest_cutoff as (
+    select max(k) as max_k
+    from cutoffs
+),
+
+train_ratings as (
+    select
+        user_id,
+        movie_id,
+        rating
+    from ratings_split
+    where split = 'train'
+),
+
+relevant_items as (
+    select
+        user_id,
+        movie_id
+    from ratings_split
+    where split = 'test' and rating >= {{ var('relevance_threshold', 4.0) }}
+),
+
+relevant_counts as (
+    select
+        user_id,
+        count(*) as num_relevant
+    from relevant_items
+    group by user_id
+),
+
+train_prior as (
+    select
+        avg(rating) as global_mean_rating,
+        cast({{ var('bayesian_prior_weight', 10) }} as double) as prior_weight
+    from train_ratings
+),
+
+movie_popularity as (
+    select
+        train_ratings.movie_id,
+        count(*) as num_train_ratings,
+        (train_prior.prior_weight * train_prior.global_mean_rating + sum(train_ratings.rating))
+        / (train_prior.prior_weight + count(*)) as bayesian_avg
+    from train_ratings
+    cross join train_prior
+    group by
+        train_ratings.movie_id,
+        train_prior.prior_weight,
+        train_prior.global_mean_rating
+),
+
+popularity_order as (
+    select
+        movie_id,
+        bayesian_avg,
+        row_number() over (
+            order by bayesian_avg desc, num_train_ratings desc, movie_id asc
+        ) as popularity_rank
+    from movie_popularity
+),
+
+listed_users as (
+    select distinct
+        run_id,
+        user_id
+    from recommendations
+),
+
+user_train_counts as (
+    select
+        user_id,
+        count(*) as num_train_ratings
+    from train_ratings
+    group by user_id
+),
+
+popularity_candidates as (
+    -- a user's top max_k unrated movies are among the first max_k + (movies the user rated
+    -- in train) of the popularity order: an equi-join on rank, linear in the train rows
+    select
+        listed_users.run_id,
+        listed_users.user_id,
+        candidate_ranks.candidate_rank
+    from listed_users
+    cross join largest_cutoff
+    left join user_train_counts on listed_users.user_id = user_train_counts.user_id  -- noqa: ST11
+        lateral view explode(
+            sequence(1, largest_cutoff.max_k + coalesce(user_train_counts.num_train_ratings, 0))
+        ) candidate_ranks as candidate_rank
+),
+
+popularity_lists as (
+    select
+        popularity_candidates.run_id,
+        popularity_candidates.user_id,
+        popularity_order.movie_id,
+        row_number() over (
+            partition by popularity_candidates.user_id
+            order by popularity_order.popularity_rank
+        ) as list_position
+    from popularity_candidates
+    inner join popularity_order
+        on popularity_candidates.candidate_rank = popularity_order.popularity_rank
+    left anti join train_ratings
+        on
+            popularity_candidates.user_id = train_ratings.user_id
+            and popularity_order.movie_id = train_ratings.movie_id
+),
+
+als_lists as (
+    select
+        run_id,
+        user_id,
+        movie_id,
+        row_number() over (
+            partition by user_id order by rank asc, score desc, movie_id asc
+        ) as list_position
+    from recommendations
+),
+
+lists as (
+    select
+        run_id,
+        'als' as model,  -- noqa: RF04
+        user_id,
+        movie_id,
+        list_position
+    from als_lists
+    union all
+    select
+        popularity_lists.run_id,
+        'popularity' as model,  -- noqa: RF04
+        popularity_lists.user_id,
+        popularity_lists.movie_id,
+        popularity_lists.list_position
+    from popularity_lists
+    cross join largest_cutoff
+    where popularity_lists.list_position <= largest_cutoff.max_k
+),
+
+judged_lists as (
+    -- hits_so_far: relevant items at positions 1..list_position (for AP@k)
+    select
+        lists.run_id,
+        lists.model,
+        lists.user_id,
+        lists.movie_id,
+        lists.list_position,
+        relevant_items.movie_id is not null as is_relevant,
+        count(relevant_items.movie_id) over (
+            partition by lists.run_id, lists.model, lists.user_id
+            order by lists.list_position
+            rows between unbounded preceding and current row
+        ) as hits_so_far
+    from lists
+    left join relevant_items
+        on lists.user_id = relevant_items.user_id and lists.movie_id = relevant_items.movie_id
+),
+
+user_list_scores as (
+    select
+        judged_lists.run_id,
+        judged_lists.model,
+        cutoffs.k,
+        judged_lists.user_id,
+        count_if(judged_lists.is_relevant) as num_hits,
+        sum(
+            if(judged_lists.is_relevant, judged_lists.hits_so_far / judged_lists.list_position, 0)
+        ) as sum_precision_at_hits,
+        sum(if(judged_lists.is_relevant, 1 / log2(judged_lists.list_position + 1), 0)) as dcg
+    from judged_lists
+    inner join cutoffs on judged_lists.list_position <= cutoffs.k
+    group by
+        judged_lists.run_id,
+        judged_lists.model,
+        cutoffs.k,
+        judged_lists.user_id
+),
+
+models as (
+    select distinct
+        run_id,
+        model
+    from lists
+),
+
+evaluated_users as (
+    select
+        models.run_id,
+        models.model,
+        cutoffs.k,
+        relevant_counts.user_id,
+        relevant_counts.num_relevant
+    from models
+    cross join cutoffs
+    cross join relevant_counts
+),
+
+user_metrics as (
+    select
+        evaluated_users.run_id,
+        evaluated_users.model,
+        evaluated_users.k,
+        evaluated_users.user_id,
+        cast(if(coalesce(user_list_scores.num_hits, 0) > 0, 1, 0) as double) as hit,
+        coalesce(user_list_scores.num_hits, 0) / evaluated_users.k as precision_at_k,
+        coalesce(user_list_scores.num_hits, 0) / evaluated_users.num_relevant as recall_at_k,
+        coalesce(user_list_scores.sum_precision_at_hits, 0)
+        / least(evaluated_users.k, evaluated_users.num_relevant) as average_precision_at_k,
+        coalesce(user_list_scores.dcg, 0) / aggregate(
+            sequence(1, least(evaluated_users.k, evaluated_users.num_relevant)),
+            cast(0 as double),
+            (total, i) -> total + 1 / log2(i + 1)
+        ) as ndcg_at_k
+    from evaluated_users
+    left join user_list_scores
+        on
+            evaluated_users.run_id = user_list_scores.run_id
+            and evaluated_users.model = user_list_scores.model
+            and evaluated_users.k = user_list_scores.k
+            and evaluated_users.user_id = user_list_scores.user_id
+),
+
+accuracy as (
+    select
+        run_id,
+        model,
+        k,
+        count(*) as num_evaluated_users,
+        avg(precision_at_k) as precision_at_k,
+        avg(recall_at_k) as recall_at_k,
+        avg(ndcg_at_k) as ndcg_at_k,
+        avg(average_precision_at_k) as map_at_k,
+        avg(hit) as hit_rate
+    from user_metrics
+    group by run_id, model, k
+),
+
+catalog_size as (
+    select count(*) as num_train_movies
+    from movie_popularity
+),
+
+list_reach as (
+    select
+        lists.run_id,
+        lists.model,
+        cutoffs.k,
+        count(distinct lists.user_id) as num_listed_users,
+        count(distinct lists.movie_id) as num_distinct_movies,
+        avg(coalesce(movie_popularity.num_train_ratings, 0)) as mean_popularity
+    from lists
+    inner join cutoffs on lists.list_position <= cutoffs.k
+    left join movie_popularity on lists.movie_id = movie_popularity.movie_id
+    group by lists.run_id, lists.model, cutoffs.k
+),
+
+ranking_metrics as (
+    select
+        list_reach.run_id,
+        list_reach.model,
+        list_reach.k,
+        list_reach.num_listed_users,
+        list_reach.num_distinct_movies,
+        list_reach.mean_popularity,
+        coalesce(accuracy.num_evaluated_users, 0) as num_evaluated_users,
+        accuracy.precision_at_k,
+        accuracy.recall_at_k,
+        accuracy.ndcg_at_k,
+        accuracy.map_at_k,
+        accuracy.hit_rate,
+        try_divide(
+            cast(list_reach.num_distinct_movies as double), catalog_size.num_train_movies
+        ) as catalog_coverage,
+        cast({{ var('relevance_threshold', 4.0) }} as double) as relevance_threshold
+    from list_reach
+    cross join catalog_size
+    left join accuracy
+        on
+            list_reach.run_id = accuracy.run_id
+            and list_reach.model = accuracy.model
+            and list_reach.k = accuracy.k
+)
+
+select
+    run_id,
+    model,
+    k,
+    num_evaluated_users,
+    precision_at_k,
+    recall_at_k,
+    ndcg_at_k,
+    map_at_k,
+    hit_rate,
+    catalog_coverage,
+    mean_popularity,
+    num_listed_users,
+    num_distinct_movies,
+    relevance_threshold
+from ranking_metrics
