@@ -1,0 +1,362 @@
+"""ALS training: what `reelhouse train`, `tune` and `recommend` promise, on small data with a
+known taste structure (real Spark, real Delta; one training run shared by the module).
+
+The data: users 1-40 love movies 1-20 and dislike movies 21-40; users 41-80 the other way
+round; user 999 rated three movies, all in the test split, so the model cannot score them.
+The input tables follow the warehouse's contract (ratings, movies, movie_stats, ratings_split)
+and are written here directly, so these tests depend on no SQL model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from pipelines import catalog, recommend, train
+from pipelines.errors import ReelhouseError
+from tests.conftest import fresh_warehouse
+
+NUM_USERS, NUM_MOVIES, COLD_USER = 80, 40, 999
+PARAMS = train.TrainParams(rank=4, max_iter=6, reg_param=0.05, top_n=5, seed=7,
+                           checkpoint_interval=2)
+
+
+def taste_ratings(seed: int = 1) -> list[tuple[int, int, float, int, str]]:
+    """(user_id, movie_id, rating, unix seconds, split) with two taste groups plus noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for user in range(1, NUM_USERS + 1):
+        group = 0 if user <= NUM_USERS // 2 else 1
+        user_bias = rng.normal(0, 0.3)
+        for movie in rng.choice(np.arange(1, NUM_MOVIES + 1), size=24, replace=False):
+            loved = (movie <= NUM_MOVIES // 2) == (group == 0)
+            score = 3.0 + user_bias + (1.3 if loved else -1.3) + rng.normal(0, 0.3)
+            rating = float(np.clip(np.round(score * 2) / 2, 0.5, 5.0))
+            split = "test" if rng.random() < 0.2 else "train"
+            rows.append((user, int(movie), rating, 1_500_000_000 + len(rows), split))
+    for movie in (1, 2, 30):
+        rows.append((COLD_USER, movie, 4.0, 1_600_000_000 + movie, "test"))
+    return rows
+
+
+def write_inputs(spark, settings, split) -> None:
+    """The four input tables of the training contract, from a DataFrame of
+    (user_id int, movie_id int, rating double, ts long, split string)."""
+    split = split.selectExpr("user_id", "movie_id", "rating", "timestamp_seconds(ts) as rated_at",
+                             "split")
+    catalog.replace_table(spark, settings, split, "ratings_split")
+    catalog.replace_table(spark, settings, split.drop("split"), "ratings")
+    movies = split.select("movie_id").distinct().selectExpr(
+        "movie_id", "concat('Movie ', movie_id) as title", "1990 + movie_id % 30 as year",
+        "if(movie_id % 2 = 1, array('Drama'), array('Comedy', 'Romance')) as genres")
+    catalog.replace_table(spark, settings, movies, "movies")
+    stats = spark.sql("""
+        select movie_id, count(*) as num_ratings, avg(rating) as avg_rating,
+               (10 * (select avg(rating) from movielens.ratings) + sum(rating))
+                   / (10 + count(*)) as bayesian_avg
+        from movielens.ratings group by movie_id""")
+    catalog.replace_table(spark, settings, stats, "movie_stats")
+
+
+def table_rows(spark, table: str) -> list[tuple]:
+    return sorted(tuple(r) for r in spark.table(f"movielens.{table}").collect())
+
+
+def snapshot(spark) -> dict[str, list[tuple]]:
+    return {t: table_rows(spark, t) for t in (*train.OUTPUT_TABLES, train.RUNS_TABLE)}
+
+
+@pytest.fixture(scope="module")
+def trained(spark, tmp_path_factory):
+    """A warehouse with the taste data and one finished training run: (settings, run_id)."""
+    settings = fresh_warehouse(spark, tmp_path_factory, "train")
+    csv = tmp_path_factory.mktemp("taste") / "ratings.csv"
+    csv.write_text("".join(",".join(map(str, row)) + "\n" for row in taste_ratings()))
+    write_inputs(spark, settings, spark.read.csv(
+        str(csv), schema="user_id int, movie_id int, rating double, ts long, split string"))
+    return settings, train.train(spark, settings, PARAMS)
+
+
+def last_run(spark):
+    return spark.sql("select * from movielens.model_runs order by finished_at desc limit 1") \
+        .first()
+
+
+# --- what a run publishes ------------------------------------------------------------------------
+
+def test_predictions_cover_every_warm_test_row(spark, trained):
+    settings, run_id = trained
+    warm = spark.sql("""
+        with split as (select * from movielens.ratings_split),
+        train_users as (select distinct user_id from split where split = 'train'),
+        train_movies as (select distinct movie_id from split where split = 'train')
+        select split.user_id, split.movie_id, split.rating from split
+        join train_users using (user_id) join train_movies using (movie_id)
+        where split = 'test'""")
+    predictions = spark.table("movielens.predictions")
+    assert sorted(map(tuple, warm.collect())) == sorted(
+        map(tuple, predictions.select("user_id", "movie_id", "rating").collect()))
+    bounds = predictions.selectExpr("min(prediction)", "max(prediction)",
+                                    "count(distinct run_id)", "min(run_id)").first()
+    assert 0.5 <= bounds[0] and bounds[1] <= 5.0
+    assert (bounds[2], bounds[3]) == (1, run_id)
+    run = last_run(spark)
+    assert run.run_id == run_id
+    assert run.cold_start_rows == run.test_rows - predictions.count() >= 3  # user 999's rows
+    assert run.rmse < 0.6  # the taste structure is easy; noise sigma is 0.3
+
+
+def test_every_user_gets_exactly_n_recommendations_none_rated_in_train(spark, trained):
+    counts = spark.sql("""
+        select ratings.user_id, count(recs.movie_id) as num, count(distinct recs.rank) as ranks,
+               min(recs.rank) as first, max(recs.rank) as last
+        from (select distinct user_id from movielens.ratings) as ratings
+        left join movielens.recommendations as recs on recs.user_id = ratings.user_id
+        group by ratings.user_id""").collect()
+    assert len(counts) == NUM_USERS + 1
+    assert {(r.num, r.ranks, r.first, r.last) for r in counts} == {(5, 5, 1, 5)}
+    rated_in_train = spark.sql("""
+        select * from movielens.recommendations as recs
+        join movielens.ratings_split as split
+          on split.user_id = recs.user_id and split.movie_id = recs.movie_id
+        where split.split = 'train'""")
+    assert rated_in_train.count() == 0
+
+
+def test_recommendations_follow_taste(spark, trained):
+    """A user who loves movies 1-20 is recommended movies 1-20, and the other way round."""
+    wrong_side = spark.sql(f"""
+        select * from movielens.recommendations
+        where source = 'als' and (user_id <= {NUM_USERS // 2}) != (movie_id <= {NUM_MOVIES // 2})
+        """).count()
+    assert wrong_side <= 0.1 * NUM_USERS * PARAMS.top_n
+
+
+def test_a_user_unseen_in_train_gets_popular_movies(spark, trained):
+    recs = spark.sql(f"select rank, movie_id, score, source from movielens.recommendations "
+                     f"where user_id = {COLD_USER} order by rank").collect()
+    popular = spark.sql("select movie_id, bayesian_avg from movielens.movie_stats "
+                        "order by bayesian_avg desc, num_ratings desc, movie_id limit 5").collect()
+    assert [(r.movie_id, r.score, r.source) for r in recs] == \
+        [(p.movie_id, p.bayesian_avg, "popularity") for p in popular]
+    assert spark.sql("select count(*) from movielens.recommendations where source = 'als' "
+                     f"and user_id = {COLD_USER}").first()[0] == 0
+
+
+def test_similar_movies_are_the_most_cosine_similar_and_share_taste(spark, trained):
+    rows = spark.table("movielens.similar_movies").collect()
+    by_movie: dict[int, list] = {}
+    for row in rows:
+        by_movie.setdefault(row.movie_id, []).append(row)
+    factors = {r.id: np.array(r.factors, dtype=float)
+               for r in spark.table("movielens.movie_factors").collect()}
+    assert set(by_movie) == set(factors)
+    movie = 3
+    unit = {m: f / np.linalg.norm(f) for m, f in factors.items()}
+    expected = sorted((m for m in unit if m != movie), key=lambda m: -unit[movie] @ unit[m])[:5]
+    listed = sorted(by_movie[movie], key=lambda r: r.rank)
+    assert [r.similar_movie_id for r in listed] == expected
+    assert [r.similarity for r in listed] == pytest.approx(
+        [unit[movie] @ unit[m] for m in expected], abs=1e-5)
+    for movie_id, similar in by_movie.items():
+        assert len(similar) == 5 and movie_id not in {r.similar_movie_id for r in similar}
+        same_side = sum((r.similar_movie_id <= 20) == (movie_id <= 20) for r in similar)
+        assert same_side >= 4
+
+
+def test_model_runs_records_inputs_outputs_and_the_saved_model(spark, trained):
+    settings, run_id = trained
+    run = last_run(spark)
+    assert json.loads(run.params)["rank"] == PARAMS.rank
+    assert set(run.input_versions) == set(train.INPUT_TABLES)
+    for table, version in run.output_versions.items():
+        assert catalog.current_version(spark, settings, table) == version
+    from pyspark.ml.recommendation import ALSModel
+
+    assert ALSModel.load(run.model_path).rank == PARAMS.rank
+    assert run.model_path == f"{settings.warehouse}/_models/{run_id}"
+
+
+# --- recommend -----------------------------------------------------------------------------------
+
+def test_fold_in_returns_unrated_movies_in_the_users_taste(spark, trained):
+    settings, _ = trained
+    likes = [(m, 5.0) for m in (1, 2, 3, 4, 5)] + [(m, 1.0) for m in (21, 22, 23, 24, 25)]
+    rows = recommend.fold_in(spark, settings, likes, top_n=8).collect()
+    assert [r.rank for r in rows] == list(range(1, 9))
+    ids = [r.movie_id for r in rows]
+    assert len(set(ids)) == 8 and not set(ids) & {m for m, _ in likes}
+    assert all(m <= 20 for m in ids)  # loved by users of the same taste
+    everything = recommend.fold_in(spark, settings, likes, top_n=30).collect()
+    order = [r.movie_id for r in everything]
+    assert order.index(6) < order.index(26)  # 6 loved, 26 hated by that taste group
+
+
+def test_fold_in_of_a_train_user_gives_back_their_factors(spark, trained):
+    """The solve is ALS's own user step: same regularisation, same biases."""
+    settings, _ = trained
+    user = 7
+    own = [(r.movie_id, r.rating) for r in spark.sql(
+        f"select movie_id, rating from movielens.ratings_split where user_id = {user} "
+        "and split = 'train' order by movie_id").collect()]
+    factors = {r.id: r for r in spark.table("movielens.movie_factors").collect()}
+    run = last_run(spark)
+    q = np.array([factors[m].factors for m, _ in own], dtype=float)
+    r = np.array([rating for _, rating in own])
+    movie_bias = np.array([factors[m].bias for m, _ in own])
+    user_bias = np.sum(r - run.global_mean - movie_bias) / (len(r) + PARAMS.user_bias_damping)
+    p = recommend.solve_user(q, r - run.global_mean - movie_bias - user_bias, PARAMS.reg_param)
+    trained_user = spark.sql(f"select factors, bias from movielens.user_factors "
+                             f"where id = {user}").first()
+    assert user_bias == pytest.approx(trained_user.bias, abs=1e-9)
+    assert p == pytest.approx(np.array(trained_user.factors), abs=2e-3)
+
+
+def test_recommend_user_lists_titles_and_rejects_unknown_users(spark, trained):
+    settings, _ = trained
+    rows = recommend.for_user(spark, settings, 3).collect()
+    assert [r.rank for r in rows] == [1, 2, 3, 4, 5]
+    assert all(r.title == f"Movie {r.movie_id}" and r.genres for r in rows)
+    assert "1. Movie" in recommend.format_listing(rows)
+    with pytest.raises(ReelhouseError, match="User 123456 is not in movielens.ratings"):
+        recommend.for_user(spark, settings, 123456)
+    with pytest.raises(ReelhouseError, match="kept 5 recommendations"):
+        recommend.for_user(spark, settings, 3, top_n=6)
+    with pytest.raises(ReelhouseError, match="not in movielens.movies"):
+        recommend.fold_in(spark, settings, [(1, 4.0), (424242, 3.0)])
+    with pytest.raises(ReelhouseError, match="outside this dataset's scale"):
+        recommend.fold_in(spark, settings, [(1, 7.0)])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("movie_id,rating\n1,4\n1,5\n", "rated twice"),
+    ("1,4\nabc,3\n", "line 2 .*movie id 'abc'"),
+    ("1,4\n2,great\n", "rating 'great' is not a number"),
+    ("1,4,5\n", "line 1 .*3 fields"),
+    ("movieId,rating\n", "has no ratings"),
+])
+def test_ratings_file_errors_name_the_line(tmp_path, text, message):
+    path = tmp_path / "mine.csv"
+    path.write_text(text)
+    with pytest.raises(ReelhouseError, match=message):
+        recommend.read_ratings_file(path)
+
+
+def test_ratings_file_with_or_without_header(tmp_path):
+    with_header = tmp_path / "a.csv"
+    with_header.write_text("\ufeffmovieId,rating\r\n10,4.5\r\n\r\n# a comment\r\n2,1\r\n")
+    without = tmp_path / "b.csv"
+    without.write_text("2,1\n10,4.5\n")
+    assert recommend.read_ratings_file(with_header) == recommend.read_ratings_file(without) \
+        == [(2, 1.0), (10, 4.5)]
+
+
+# --- parameters, failures, reruns -----------------------------------------------------------------
+
+def test_invalid_parameters_fail_before_any_table_is_touched(spark, trained):
+    settings, _ = trained
+    versions = {t: catalog.current_version(spark, settings, t)
+                for t in (*train.OUTPUT_TABLES, train.RUNS_TABLE)}
+    for bad in ({"rank": 0}, {"max_iter": -1}, {"reg_param": -0.1}, {"reg_param": float("nan")},
+                {"top_n": 0}, {"alpha": -1.0}, {"rank": 2.5}, {"seed": "42"},
+                {"implicit": True, "bias_centred": True}, {"user_bias_damping": float("inf")}):
+        with pytest.raises(ReelhouseError):
+            train.train(spark, settings, train.TrainParams(**bad))
+    assert versions == {t: catalog.current_version(spark, settings, t) for t in versions}
+
+
+class InjectedFailure(RuntimeError):
+    pass
+
+
+def fail_after(monkeypatch, num_tables: int) -> list[str]:
+    """Make train raise after it has really written `num_tables` output tables."""
+    written: list[str] = []
+    publish = train._publish
+
+    def publish_then_fail(spark, settings, df, table, comment):
+        if len(written) == num_tables:
+            raise InjectedFailure(f"injected failure before writing {table}")
+        version = publish(spark, settings, df, table, comment)
+        written.append(table)
+        return version
+
+    monkeypatch.setattr(train, "_publish", publish_then_fail)
+    return written
+
+
+def test_a_failed_train_leaves_the_previous_tables_unchanged(spark, trained, monkeypatch):
+    settings, run_id = trained
+    before = snapshot(spark)
+    written = fail_after(monkeypatch, 3)
+    with pytest.raises(InjectedFailure):
+        train.train(spark, settings, replace(PARAMS, max_iter=1))
+    assert written == ["user_factors", "movie_factors", "predictions"]
+    assert snapshot(spark) == before
+    assert last_run(spark).run_id == run_id
+
+
+def test_a_killed_train_is_repaired_and_the_same_seed_gives_the_same_rmse(
+        spark, trained, monkeypatch):
+    settings, run_id = trained
+    before = snapshot(spark)
+    fail_after(monkeypatch, 2)
+    # A kill gives the run no chance to clean up: take its rollback away.
+    monkeypatch.setattr(train, "_rollback", lambda *args: None)
+    with pytest.raises(InjectedFailure):
+        train.train(spark, settings, replace(PARAMS, max_iter=1))
+    half_written = table_rows(spark, "user_factors")
+    assert half_written != before["user_factors"]  # the new run's factors are there
+    monkeypatch.undo()
+
+    train.recover_interrupted(spark, settings)  # what the next train does first
+    assert snapshot(spark) == before  # readable and exactly as the last finished run left it
+
+    second = train.train(spark, settings, PARAMS)
+    runs = {r.run_id: r for r in spark.table("movielens.model_runs").collect()}
+    assert set(runs) == {run_id, second}
+    assert runs[second].rmse == runs[run_id].rmse
+    assert runs[second].mae == runs[run_id].mae
+    for table in ("predictions", "recommendations"):
+        now = [row[1:] for row in table_rows(spark, table)]
+        assert now == [row[1:] for row in before[table]]  # same rows but the run_id
+
+
+def test_tune_records_every_trial_and_train_can_use_the_best(spark, trained):
+    settings, _ = trained
+    grid = train.TuneGrid(ranks=(2, 4), reg_params=(0.05,), max_iters=(4,), parallelism=2,
+                          base=PARAMS)
+    tune_id = train.tune(spark, settings, grid)
+    trials = spark.sql("select * from movielens.model_trials order by trial_id").collect()
+    assert [(t.tune_id, t.rank) for t in trials] == [(tune_id, 2), (tune_id, 4)]
+    assert all(t.validation_rmse > 0 and t.fit_rows > t.validation_rows > 0 for t in trials)
+    best = min(trials, key=lambda t: t.validation_rmse)
+    assert train.best_params(spark, settings)["rank"] == best.rank
+    with pytest.raises(ReelhouseError, match="parallelism"):
+        train.tune(spark, settings, train.TuneGrid(parallelism=0))
+
+
+# --- synthetic data of known noise ---------------------------------------------------------------
+
+def test_synthetic_rmse_is_within_ten_percent_of_the_generators_floor(
+        spark, tmp_path_factory):
+    generate = pytest.importorskip("pipelines.generate")
+    folder = tmp_path_factory.mktemp("synthetic")
+    meta = generate.generate_dataset(folder, 24_000, num_users=200, num_movies=150, seed=3,
+                                     noise_sigma=0.5, true_rank=4)
+    settings = fresh_warehouse(spark, tmp_path_factory, "synthetic")
+    ratings = spark.read.option("header", True).csv(str(folder / "ratings.csv")).selectExpr(
+        "cast(userId as int) as user_id", "cast(movieId as int) as movie_id",
+        "cast(rating as double) as rating", "cast(timestamp as long) as ts")
+    split = "case when pmod(xxhash64(user_id, movie_id), 5) = 0 then 'test' else 'train' end"
+    write_inputs(spark, settings, ratings.selectExpr("*", f"{split} as split"))
+    params = train.TrainParams(rank=6, max_iter=10, reg_param=0.05, seed=1).validated()
+    versions = train.input_versions(spark, settings)
+    rows = train._read(spark, settings, "ratings_split", versions)
+    base = train.baseline(spark, rows.where("split = 'train'"), params)
+    result = train.evaluate_trial(spark, settings, rows.where("split = 'train'"),
+                                  rows.where("split = 'test'"), base, params, (0.5, 5.0))
+    assert result["rmse"] <= 1.10 * meta["expected_rmse_floor"]
