@@ -207,6 +207,8 @@ def _with_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="random seed (default 42)")
     parser.add_argument("--top-n", type=int, help="recommendations and similar movies per "
                         "user/movie (default 10)")
+    parser.add_argument("--min-movie-ratings", type=int, help="train ratings a movie needs "
+                        "to be recommended or named similar (default 10)")
     parser.add_argument("--user-bias-damping", type=float, help="default 5")
     parser.add_argument("--movie-bias-damping", type=float, help="default 10")
     bias = parser.add_mutually_exclusive_group()
@@ -217,7 +219,8 @@ def _with_train_options(parser: argparse.ArgumentParser) -> None:
 
 
 TRAIN_OPTIONS = ("rank", "max_iter", "reg_param", "alpha", "implicit", "nonnegative", "seed",
-                 "top_n", "user_bias_damping", "movie_bias_damping", "bias_centred")
+                 "top_n", "min_movie_ratings", "user_bias_damping", "movie_bias_damping",
+                 "bias_centred")
 
 
 def train_params(args: argparse.Namespace, best: dict | None = None):

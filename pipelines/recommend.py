@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines import catalog, train
+from pipelines import catalog, progress, train
 from pipelines.errors import ReelhouseError
 from pipelines.settings import Settings
 
@@ -195,7 +195,8 @@ def fold_in(spark, settings: Settings, ratings: list[tuple[int, float]], top_n: 
                                  f"scale {low:g}-{high:g}.")
     movies = spark.table(catalog.qualified(settings, "movies")).select("movie_id")
     movie_factors = spark.sql(
-        f"select id, factors, bias from {catalog.qualified(settings, 'movie_factors')} "
+        f"select id, factors, bias, num_ratings "
+        f"from {catalog.qualified(settings, 'movie_factors')} "
         f"version as of {int(run.output_versions['movie_factors'])}")
     given = train.literal_rows(spark, [("movie_id", "int"), ("rating", "double")], ratings)
     missing = [r.movie_id for r in given.join(movies, "movie_id", "left_anti")
@@ -209,6 +210,9 @@ def fold_in(spark, settings: Settings, ratings: list[tuple[int, float]], top_n: 
     if not known:
         raise ReelhouseError("None of the rated movies was in the training data, so the model "
                              "cannot place this user: rate some better-known movies.")
+    if len(known) < len(ratings):
+        progress.say(f"{len(ratings) - len(known)} of the rated movies had no train ratings, so "
+                     "the model has no factors for them: they were left out")
     q = np.array([row.factors for row in known], dtype=np.float64)
     r = np.array([row.rating for row in known])
     movie_bias = np.array([row.bias for row in known])
@@ -231,7 +235,8 @@ def fold_in(spark, settings: Settings, ratings: list[tuple[int, float]], top_n: 
            "(total, x) -> total + x)")
     raw = f"{mean!r} + {user_bias!r} + bias + {dot}"
     scale = None if params["implicit"] else (low, high)
-    scored = (movie_factors.crossJoin(vector)
+    candidates = movie_factors.where(f"num_ratings >= {int(params['min_movie_ratings'])}")
+    scored = (candidates.crossJoin(vector)
               .selectExpr("id as movie_id", f"{raw} as raw_score")
               .join(given.select("movie_id"), "movie_id", "left_anti")
               .orderBy("raw_score", "movie_id", ascending=[False, True])

@@ -48,9 +48,10 @@ class TrainParams:
         plain ALS, regParam 0.15 (best of 0.05-0.3; rank 30: 0.8714)  0.8736
         bias-centred, Spark's rank/maxIter/regParam                    0.8649
         bias-centred, rank 30, maxIter 15, regParam 0.15 (defaults)    0.8431
-    Rank 50 gains 0.0004 for 1.5x the fit time and maxIter 20 gains 0.0002; bias damping
+    Rank 50 gains 0.0004 for about 1.5x the fit time, maxIter 20 gains 0.0002; bias damping
     (user 5, movie 10) is within 0.0006 of the best tried, while no damping costs 0.026.
-    `reelhouse tune`, on a validation share of the train rows only, picks the same point."""
+    `reelhouse tune` (validation share of the train rows only, 4 ranks x 4 regParams) ranks
+    regParam 0.15 best at every rank >= 20, rank 50 first by 0.0008 and rank 30 second."""
 
     rank: int = 30
     max_iter: int = 15
@@ -60,9 +61,10 @@ class TrainParams:
     nonnegative: bool = False
     seed: int = 42
     top_n: int = 10
-    # Movies with fewer train ratings are never named in similar_movies (their factors are
-    # mostly regularisation noise); every movie with factors still gets its top N.
-    similar_min_ratings: int = 5
+    # Movies with fewer train ratings are never recommended nor named similar: with one or
+    # two ratings a movie's factors just fit those users' residuals (ALS-WR regularises it
+    # by its rating count), so it tops lists by accident. Predictions keep every movie.
+    min_movie_ratings: int = 10
     # None: on for explicit ratings, off for implicit (biases of a confidence make no sense).
     bias_centred: bool | None = None
     # Damping: a bias is shrunk toward 0 as if it had this many extra ratings at the mean.
@@ -77,7 +79,7 @@ class TrainParams:
         _whole("max-iter", self.max_iter, 1, 1000)
         _whole("seed", self.seed, -2**31, 2**31 - 1)
         _whole("top-n", self.top_n, 1, 1000)
-        _whole("similar-min-ratings", self.similar_min_ratings, 1, 2**31 - 1)
+        _whole("min-movie-ratings", self.min_movie_ratings, 1, 2**31 - 1)
         _whole("checkpoint-interval", self.checkpoint_interval, 1, 1000)
         _number("reg-param", self.reg_param, 0.0)
         _number("alpha", self.alpha, 0.0)
@@ -205,15 +207,17 @@ def fit_als(spark, settings: Settings, rows, params: TrainParams):
     return als.fit(ordered)
 
 
-def factor_table(factors, biases, run_id: str, key: str):
-    """A model's factors (id, features) as published: run_id, id, factors, bias."""
-    df = factors.selectExpr("id", "features as factors")
+def factor_table(factors, biases, train_rows, run_id: str, key: str):
+    """A model's factors (id, features) as published: run_id, id, factors, bias (0 unless
+    bias-centred), num_ratings (train ratings behind them)."""
+    counts = train_rows.groupBy(key).count().selectExpr(f"{key} as id", "count as num_ratings")
+    df = factors.selectExpr("id", "features as factors").join(counts, "id", "left")
     if biases is None:
-        df = df.selectExpr("id", "factors", "cast(0.0 as double) as bias")
+        df = df.selectExpr("*", "cast(0.0 as double) as bias")
     else:
-        df = (df.join(biases.withColumnRenamed(key, "id"), "id", "left")
-              .selectExpr("id", "factors", "coalesce(bias, 0.0) as bias"))
-    return df.selectExpr(f"{catalog.sql_string(run_id)} as run_id", "id", "factors", "bias")
+        df = df.join(biases.withColumnRenamed(key, "id"), "id", "left")
+    return df.selectExpr(f"{catalog.sql_string(run_id)} as run_id", "id", "factors",
+                         "coalesce(bias, 0.0) as bias", "coalesce(num_ratings, 0) as num_ratings")
 
 
 DOT = ("aggregate(zip_with(users.factors, movies.factors, (u, m) -> cast(u as double) * m), "
@@ -268,11 +272,12 @@ def factor_model(spark, rank: int, user_factors, item_factors, user_col: str, it
 
 def recommend_for_users(spark, user_factors, movie_factors, rank: int, train_rows,
                         top_n: int, cached: list):
-    """Top N unrated movies for every user with factors: (user_id, rank, movie_id, raw_score)
-    with raw_score = movie bias + factors . factors (the user's own bias and the global mean
-    do not change the order). MLlib's top-k does not know what a user rated, so ask for N + k,
-    drop rated movies, and ask again with a 4x bigger k for the users left short; a user is
-    done once k >= N + their number of rated movies, which guarantees N unrated ones.
+    """Top N movies of movie_factors (the candidates) that the user did not rate in train,
+    for every user with factors: (user_id, rank, movie_id, raw_score), raw_score = movie bias
+    + factors . factors (the user's own bias and the global mean do not change the order).
+    MLlib's top-k does not know what a user rated, so ask for N + k, drop rated movies, and
+    ask again with a 4x bigger k for the users left short; a user is done once
+    k >= N + their number of rated movies, which guarantees N unrated ones.
     DataFrames cached on the way are appended to `cached` for the caller to release."""
     users = user_factors.selectExpr("id", "concat(factors, array(cast(1.0 as float))) "
                                     "as features")
@@ -319,17 +324,17 @@ def recommend_for_users(spark, user_factors, movie_factors, rank: int, train_row
     return result.select("user_id", "rank", "movie_id", "raw_score")
 
 
-def similar_movies(spark, movie_factors, rank: int, top_n: int, candidates=None):
+def similar_movies(spark, movie_factors, rank: int, top_n: int, min_ratings: int = 1):
     """Top N movies by cosine similarity of factors, for every movie with non-zero factors:
     the factors are normalised to unit length, then MLlib's blocked top-k finds the largest
-    dot products (asking N + 1, since a movie is most similar to itself). `candidates`
-    (movie_id), if given, limits which movies may be named similar: a movie rated once has a
-    direction that is mostly noise, and cosine ignores the length that says so."""
+    dot products (asking N + 1, since a movie is most similar to itself). Only movies with
+    `min_ratings` train ratings may be named similar: a movie rated once has a direction
+    that is mostly noise, and cosine ignores the length that says so."""
     norm = "sqrt(aggregate(factors, cast(0 as double), (t, x) -> t + cast(x as double) * x))"
     unit = (movie_factors.selectExpr("id", "factors", f"{norm} as norm").where("norm > 0")
             .selectExpr("id", "transform(factors, x -> cast(x / norm as float)) as features"))
-    similar = unit if candidates is None else \
-        unit.join(candidates.selectExpr("movie_id as id"), "id", "left_semi")
+    similar = unit.join(movie_factors.where(f"num_ratings >= {int(min_ratings)}")
+                        .select("id"), "id", "left_semi")
     model = factor_model(spark, rank, unit, similar, "movie_id", "similar_movie_id")
     return (model.recommendForAllUsers(top_n + 1)
             .selectExpr("movie_id", "inline(recommendations)")
@@ -453,7 +458,7 @@ def new_run_id(now: datetime) -> str:
 
 def literal_rows(spark, columns: list[tuple[str, str]], rows: list[tuple]):
     """A few rows of Python values as a DataFrame, built in SQL: createDataFrame would start a
-    Python worker (seconds) just to unpickle them."""
+    Python worker (seconds on a busy machine) just to unpickle them."""
     names = ", ".join(f"c{i}" for i in range(len(columns)))
     values = ", ".join("(" + ", ".join(_literal(v) for v in row) + ")" for row in rows)
     select = ", ".join(f"cast(c{i} as {kind}) as {catalog.check_identifier(name, 'column')}"
@@ -547,9 +552,11 @@ def _train_and_publish(spark, settings: Settings, params: TrainParams, versions:
         fit_seconds = time.monotonic() - fit_started
         step["result"] = f"{train_count:,} train rows, fit {fit_seconds:.1f}s"
 
-    user_factors = factor_table(model.userFactors, base.user_biases, run_id, "user_id")
-    movie_factors = factor_table(model.itemFactors, base.movie_biases, run_id, "movie_id")
-    cached += [user_factors.cache(), movie_factors.cache()]
+    user_factors = factor_table(model.userFactors, base.user_biases, train_rows, run_id,
+                                "user_id").cache()
+    movie_factors = factor_table(model.itemFactors, base.movie_biases, train_rows, run_id,
+                                 "movie_id").cache()
+    cached += [user_factors, movie_factors]
     outputs = {
         "user_factors": _publish(spark, settings, user_factors, "user_factors",
                                  "ALS user factors and damped user bias of the latest run."),
@@ -576,11 +583,9 @@ def _train_and_publish(spark, settings: Settings, params: TrainParams, versions:
         "rated in train (latest run); source 'als', or 'popularity' for users the model "
         "cannot score.")
 
-    candidates = (train_rows.groupBy("movie_id").count()
-                  .where(f"count >= {params.similar_min_ratings}"))
     outputs["similar_movies"] = _publish(
         spark, settings, similar_movies(spark, movie_factors, params.rank, params.top_n,
-                                        candidates)
+                                        params.min_movie_ratings)
         .selectExpr(f"{catalog.sql_string(run_id)} as run_id", "*"),
         "similar_movies", "Top N movies by cosine similarity of ALS factors (latest run).")
 
@@ -607,7 +612,8 @@ def all_recommendations(spark, settings: Settings, versions: dict[str, int], run
     rating), the popularity fallback for the rest."""
     from pyspark.sql.functions import expr
 
-    warm = recommend_for_users(spark, user_factors, movie_factors, params.rank, train_rows,
+    candidates = movie_factors.where(f"num_ratings >= {params.min_movie_ratings}")
+    warm = recommend_for_users(spark, user_factors, candidates, params.rank, train_rows,
                                params.top_n, cached)
     score = clip(f"{global_mean!r} + users.bias + warm.raw_score", scale)
     warm = (warm.alias("warm")
@@ -681,8 +687,9 @@ def evaluate_trial(spark, settings: Settings, fit_rows, validation_rows, base: B
     started = time.monotonic()
     model = fit_als(spark, settings, target, params)
     fit_seconds = time.monotonic() - started
-    user_factors = factor_table(model.userFactors, base.user_biases, "", "user_id")
-    movie_factors = factor_table(model.itemFactors, base.movie_biases, "", "movie_id")
+    user_factors = factor_table(model.userFactors, base.user_biases, fit_rows, "", "user_id")
+    movie_factors = factor_table(model.itemFactors, base.movie_biases, fit_rows, "",
+                                 "movie_id")
     scored = score_pairs(validation_rows, user_factors, movie_factors, base.global_mean, scale)
     row = scored.selectExpr(*METRICS).first()
     return {"rmse": row.rmse, "mae": row.mae, "rows": row.num_rows, "fit_seconds": fit_seconds}
@@ -700,32 +707,33 @@ def tune(spark, settings: Settings, grid: TuneGrid | None = None) -> str:
     split = _read(spark, settings, "ratings_split", versions)
     train_rows = split.where("split = 'train'").select("user_id", "movie_id", "rating")
     fit_rows, validation_rows = validation_split(train_rows, grid.validation_fraction, grid.seed)
-    fit_rows, validation_rows = fit_rows.cache(), validation_rows.cache()
-    scale = _rating_scale(spark, _read(spark, settings, "ratings", versions))
-    base = baseline(spark, fit_rows, trials[0])
-    num_fit, num_validation = fit_rows.count(), validation_rows.count()
-    if num_validation == 0 or num_fit == 0:
-        raise ReelhouseError(f"The validation split left {num_fit:,} rows to fit and "
-                             f"{num_validation:,} to score: change --validation-fraction.")
-    progress.say(f"tune {tune_id}: {len(trials)} trials on {num_fit:,} fit rows, "
-                 f"{num_validation:,} validation rows, {grid.parallelism} at a time")
-
-    def run_trial(index_params):
-        index, params = index_params
-        result = evaluate_trial(spark, settings, fit_rows, validation_rows, base, params, scale)
-        progress.say(f"  trial {index + 1}/{len(trials)}: rank {params.rank}, regParam "
-                     f"{params.reg_param}, maxIter {params.max_iter}: validation RMSE "
-                     f"{result['rmse']:.4f} (fit {result['fit_seconds']:.1f}s)")
-        return index, params, result
-
+    cached = [fit_rows.cache(), validation_rows.cache()]
     try:
+        scale = _rating_scale(spark, _read(spark, settings, "ratings", versions))
+        base = baseline(spark, fit_rows, trials[0])
+        cached += [df for df in (base.user_biases, base.movie_biases) if df is not None]
+        num_fit, num_validation = fit_rows.count(), validation_rows.count()
+        if num_validation == 0 or num_fit == 0:
+            raise ReelhouseError(f"The validation split left {num_fit:,} rows to fit and "
+                                 f"{num_validation:,} to score: change --validation-fraction.")
+        progress.say(f"tune {tune_id}: {len(trials)} trials on {num_fit:,} fit rows, "
+                     f"{num_validation:,} validation rows, {grid.parallelism} at a time")
+
+        def run_trial(index_params):
+            index, params = index_params
+            result = evaluate_trial(spark, settings, fit_rows, validation_rows, base, params,
+                                    scale)
+            progress.say(f"  trial {index + 1}/{len(trials)}: rank {params.rank}, regParam "
+                         f"{params.reg_param}, maxIter {params.max_iter}: validation RMSE "
+                         f"{result['rmse']:.4f} (fit {result['fit_seconds']:.1f}s)")
+            return index, params, result
+
         with run_checkpoints(spark, settings, tune_id), \
                 ThreadPoolExecutor(max_workers=grid.parallelism) as pool:
             results = sorted(pool.map(run_trial, enumerate(trials)), key=lambda r: r[0])
     finally:
-        for df in (fit_rows, validation_rows, base.user_biases, base.movie_biases):
-            if df is not None:
-                df.unpersist()
+        for df in cached:
+            df.unpersist()
     rows = [(f"{tune_id}-{index + 1:03d}", tune_id, tuned_at, p.rank, float(p.reg_param),
              p.max_iter, p.bias_centred, float(p.user_bias_damping),
              float(p.movie_bias_damping), p.seed, float(grid.validation_fraction), num_fit,
