@@ -88,7 +88,7 @@ def _write_text_file(spark, location: str, text: str) -> None:
         stream.close()
 
 
-def _delete_path(spark, location: str) -> None:
+def delete_path(spark, location: str) -> None:
     path, fs = _fs_path(spark, location)
     if fs.exists(path):
         fs.delete(path, True)
@@ -140,7 +140,7 @@ def stored_views(spark, settings: Settings) -> dict[str, str]:
 def put_back_views(spark, settings: Settings, views: dict[str, str]) -> None:
     """Make the stored view definitions exactly `views` again (after a failed run)."""
     for name in set(stored_views(spark, settings)) - set(views):
-        _delete_path(spark, f"{settings.views_location}/{name}.sql")
+        delete_path(spark, f"{settings.views_location}/{name}.sql")
         spark.sql(f"drop view if exists {settings.schema}.{name}")
     for name, sql in views.items():
         _write_text_file(spark, f"{settings.views_location}/{name}.sql", sql)
@@ -230,7 +230,7 @@ def restore(spark, settings: Settings, table: str, version: int | None) -> None:
     name = qualified(settings, table)
     if version is None:
         spark.sql(f"drop table if exists {name}")
-        _delete_path(spark, settings.table_location(table))
+        delete_path(spark, settings.table_location(table))
     elif current_version(spark, settings, table) != version:
         spark.sql(f"restore table {name} to version as of {int(version)}")
 
@@ -270,7 +270,7 @@ def replace_table(spark, settings: Settings, df, table: str, comment: str | None
             f"as select * from {source_view}")
     finally:
         spark.catalog.dropTempView(source_view)
-    _delete_path(spark, f"{settings.views_location}/{table}.sql")
+    delete_path(spark, f"{settings.views_location}/{table}.sql")
 
 
 def merge_into(spark, settings: Settings, df, table: str, unique_key: list[str],

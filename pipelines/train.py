@@ -432,7 +432,7 @@ def _rollback(spark, settings: Settings, before: dict[str, int | None], model_pa
         except Exception as exc:  # keep restoring the others; the next train retries
             progress.say(f"could not restore {table} to version {version}: {exc}")
     try:
-        catalog._delete_path(spark, model_path)
+        catalog.delete_path(spark, model_path)
     except Exception as exc:  # a leftover model folder is harmless; say so
         progress.say(f"could not delete {model_path}: {exc}")
 
@@ -447,7 +447,7 @@ def run_checkpoints(spark, settings: Settings, run_id: str):
         yield
     finally:
         try:
-            catalog._delete_path(spark, folder)
+            catalog.delete_path(spark, folder)
         except Exception as exc:  # leftover checkpoints waste space but harm nothing
             progress.say(f"could not delete the checkpoints in {folder}: {exc}")
 
