@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipelines import catalog, progress
-from pipelines.errors import ReelhouseError
+from pipelines.errors import ReelhouseError, spark_message
 from pipelines.settings import Settings, default_jars_dir
 
 FILE_KINDS = ("ratings", "movies", "tags", "links", "users", "genres")
@@ -235,6 +235,9 @@ def ingest_dataset(spark, settings: Settings, data_dir: str | Path) -> dict:
                  f"scale){'' if full_refresh else ', new or changed files only'}")
     lines_read = dict.fromkeys(FILE_KINDS, 0)
     file_rows = []
+    # First read every file (each read counts its lines, so a damaged file fails here), then
+    # write: a bad file stops the ingest before any table has changed.
+    to_write = {}
     for kind in FILE_KINDS:
         frames, changed = [], []
         for data_file, path in data_files(data_dir, layout):
@@ -257,8 +260,11 @@ def ingest_dataset(spark, settings: Settings, data_dir: str | Path) -> dict:
             lines_read[kind] += count
             file_rows.append((str(data_dir), layout.name, kind, str(path), stat.st_size,
                               modified_at, count, ingested_at))
-        if not full_refresh and not frames:
-            continue
+        if full_refresh or frames:
+            to_write[kind] = (frames, changed)
+    if full_refresh and lines_read["ratings"] == 0:
+        raise ReelhouseError(f"The ratings file in {data_dir} has no ratings after its header.")
+    for kind, (frames, changed) in to_write.items():
         df = frames[0] if frames else spark.createDataFrame([], RAW_SCHEMA)
         for frame in frames[1:]:
             df = df.unionByName(frame)
@@ -275,8 +281,6 @@ def ingest_dataset(spark, settings: Settings, data_dir: str | Path) -> dict:
             except Exception as exc:
                 raise _unreadable(changed, exc) from exc
             info["result"] = f"{lines_read[kind]:,} lines"
-    if full_refresh and lines_read["ratings"] == 0:
-        raise ReelhouseError(f"The ratings file in {data_dir} has no ratings after its header.")
     if file_rows or full_refresh:
         files_df = spark.createDataFrame(file_rows, FILES_SCHEMA)
         comment = "Every file ingested, with its size, time and data line count."
@@ -309,7 +313,16 @@ def _merge_lines(spark, settings: Settings, df, table: str, files: list[str]) ->
 
 
 def _unreadable(paths: list[str], exc: Exception) -> ReelhouseError:
-    text = str(exc).strip()
-    reason = text.splitlines()[0][:200] if text else type(exc).__name__
+    # Py4J's first line ("An error occurred while calling o38.collectToPython.") says nothing;
+    # the innermost Java exception says what broke ("java.io.EOFException: Unexpected end of
+    # input stream" for a truncated gzip).
+    cause = getattr(exc, "java_exception", None)
+    try:
+        while cause is not None and cause.getCause() is not None:
+            cause = cause.getCause()
+        text = str(cause.toString()) if cause is not None else spark_message(exc)
+    except Exception:  # the JVM object is gone: Spark's own line will do
+        text = spark_message(exc)
+    reason = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
     return ReelhouseError(f"{', '.join(paths)} could not be read ({reason}): the file may be "
                           "truncated or damaged; replace it.")
