@@ -9,6 +9,7 @@ old version or the new one, never a partial table.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 
@@ -62,21 +63,22 @@ def list_tables_on_storage(spark, settings: Settings) -> list[str]:
     return sorted(names)
 
 
+def _read_file(spark, path) -> str:
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    stream = fs.open(path)
+    try:
+        data = spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream)
+    finally:
+        stream.close()
+    return bytes(data).decode("utf-8")
+
+
 def _read_text_files(spark, location: str) -> dict[str, str]:
     folder, fs = _fs_path(spark, location)
     if not fs.exists(folder):
         return {}
-    texts = {}
-    for status in fs.listStatus(folder):
-        name = status.getPath().getName()
-        if name.endswith(".sql"):
-            stream = fs.open(status.getPath())
-            try:
-                data = spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream)
-            finally:
-                stream.close()
-            texts[name[:-4]] = bytes(data).decode("utf-8")
-    return texts
+    return {status.getPath().getName()[:-4]: _read_file(spark, status.getPath())
+            for status in fs.listStatus(folder) if status.getPath().getName().endswith(".sql")}
 
 
 def _write_text_file(spark, location: str, text: str) -> None:
@@ -180,9 +182,31 @@ def table_exists(spark, settings: Settings, table: str) -> bool:
 
 def current_version(spark, settings: Settings, table: str) -> int | None:
     """The table's latest Delta version, or None when it does not exist yet (or is a view)."""
-    if not table_exists(spark, settings, table):
+    return delta_version(spark, settings.table_location(check_identifier(table)))
+
+
+_COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
+
+
+def _latest_commit_file(spark, location: str):
+    """The newest commit file in a Delta table's log, or None. Every commit writes one
+    NNN.json and log cleanup only removes old ones, so the newest names the table's version:
+    a listing, where DESCRIBE HISTORY costs a Spark job."""
+    log, fs = _fs_path(spark, f"{location}/_delta_log")
+    if not fs.exists(log):
         return None
-    return version_of(spark, qualified(settings, table))
+    newest = None
+    for status in fs.listStatus(log):
+        match = _COMMIT_FILE.match(status.getPath().getName())
+        if match and (newest is None or int(match.group(1)) > newest[0]):
+            newest = (int(match.group(1)), status.getPath())
+    return newest
+
+
+def delta_version(spark, location: str) -> int | None:
+    """Latest version of the Delta table stored at location (None: no Delta table there)."""
+    newest = _latest_commit_file(spark, location)
+    return None if newest is None else newest[0]
 
 
 def version_of(spark, qualified_name: str) -> int | None:
@@ -210,15 +234,21 @@ def set_table_property(spark, settings: Settings, table: str, key: str, value: s
               f"({sql_string(key)} = {sql_string(value)})")
 
 
+def last_commit_info(spark, settings: Settings, table: str) -> dict:
+    """The commitInfo of the table's newest commit (operation, operationMetrics, ...), read
+    from its log file: no Spark job. Empty when there is no table."""
+    newest = _latest_commit_file(spark, settings.table_location(check_identifier(table)))
+    if newest is None:
+        return {}
+    for line in _read_file(spark, newest[1]).splitlines():
+        if '"commitInfo"' in line:
+            return json.loads(line).get("commitInfo", {})
+    return {}
+
+
 def rows_in_last_commit(spark, settings: Settings, table: str) -> int | None:
     """Rows the table's last commit wrote, read from the Delta log (no pass over the data)."""
-    from delta.tables import DeltaTable
-
-    try:
-        last = DeltaTable.forName(spark, qualified(settings, table)).history(1).first()
-    except Exception:  # a view, or not a table yet
-        return None
-    metrics = last["operationMetrics"] or {}
+    metrics = last_commit_info(spark, settings, table).get("operationMetrics") or {}
     for key in ("numOutputRows", "numTargetRowsInserted"):
         if key in metrics:
             return int(metrics[key])
@@ -274,9 +304,14 @@ def replace_table(spark, settings: Settings, df, table: str, comment: str | None
 
 
 def merge_into(spark, settings: Settings, df, table: str, unique_key: list[str],
-               comment: str | None = None, column_comments: dict[str, str] | None = None) -> None:
+               comment: str | None = None, column_comments: dict[str, str] | None = None,
+               only_changed: bool = False, delete_missing: bool = False) -> None:
     """MERGE on unique_key (update matches, insert the rest): one atomic Delta commit.
-    The first run creates the table."""
+    The first run creates the table.
+
+    only_changed: a matched row is updated only when one of its other columns differs
+    (null-safe), so an unchanged row is not rewritten. delete_missing: df is the whole table,
+    and target rows whose key it no longer has are deleted (WHEN NOT MATCHED BY SOURCE)."""
     if not table_exists(spark, settings, table):
         replace_table(spark, settings, df, table, comment, column_comments)
         return
@@ -284,12 +319,49 @@ def merge_into(spark, settings: Settings, df, table: str, unique_key: list[str],
     source_view = f"__reelhouse_source_{table}"
     df.createOrReplaceTempView(source_view)
     condition = " and ".join(f"target.{k} <=> source.{k}" for k in keys)
+    clauses = ["when matched then update set *"]
+    if only_changed:
+        lowered = {k.lower() for k in keys}
+        same = [_same_value(field) for field in df.schema if field.name.lower() not in lowered]
+        # Only keys: a matched row cannot differ, so there is nothing to update.
+        clauses = [f"when matched and not ({' and '.join(same)}) then update set *"] if same else []
+    clauses.append("when not matched then insert *")
+    if delete_missing:
+        clauses.append("when not matched by source then delete")
     try:
         spark.sql(
             f"merge into {qualified(settings, table)} as target using {source_view} as source "
-            f"on {condition} when matched then update set * when not matched then insert *")
+            f"on {condition} {' '.join(clauses)}")
     finally:
         spark.catalog.dropTempView(source_view)
+
+
+def _same_value(field) -> str:
+    """target.c <=> source.c; maps have no equality in Spark SQL, so they compare as JSON."""
+    column = "`" + field.name.replace("`", "``") + "`"
+    if "map<" in field.dataType.simpleString():
+        return f"to_json(target.{column}) <=> to_json(source.{column})"
+    return f"target.{column} <=> source.{column}"
+
+
+def update_metadata(spark, settings: Settings, table: str, comment: str | None = None,
+                    column_comments: dict[str, str] | None = None,
+                    properties: dict[str, str] | None = None) -> None:
+    """Give a table this comment, these column comments and properties, writing only what
+    differs: after a MERGE, which cannot set them in its own commit. The table comment rides
+    in the properties' commit (Delta keeps 'comment' as the table's description)."""
+    name = qualified(settings, table)
+    changes = dict(properties or {})
+    if comment and spark.catalog.getTable(name).description != comment:
+        changes["comment"] = comment
+    if changes:
+        spark.sql(f"alter table {name} set tblproperties (" + ", ".join(
+            f"{sql_string(k)} = {sql_string(v)}" for k, v in changes.items()) + ")")
+    schema = spark.table(name).schema
+    for column, text in (column_comments or {}).items():
+        if text and column in schema.names and schema[column].metadata.get("comment") != text:
+            spark.sql(f"alter table {name} alter column {check_identifier(column, 'column name')} "
+                      f"comment {sql_string(text)}")
 
 
 def create_view(spark, settings: Settings, view: str, select_sql: str,

@@ -34,6 +34,12 @@ def _with_vars(parser: argparse.ArgumentParser) -> None:
                         help="value for var() in the SQL models; may repeat")
 
 
+def _with_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="models built side by side when their inputs are ready "
+                             "(default 4 or $REELHOUSE_THREADS; 1 builds one at a time)")
+
+
 def _with_select(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--select", "-s", action="append", metavar="MODEL",
                         help="models to build: m, m+ (and downstream), +m (and upstream)")
@@ -56,8 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"comma-separated steps to run, in order (default {','.join(STEPS)})")
     run.add_argument("--force", action="store_true",
                      help="rebuild every model (and retrain) even if its inputs are unchanged")
+    run.add_argument("--summary", metavar="FILE",
+                     help="also write the run's pipeline_runs row, the rows of every table and "
+                          "the model's RMSE as JSON to FILE (for schedulers and the bench)")
     _with_vars(run)
     _with_select(run)
+    _with_threads(run)
 
     ingest = command("ingest", "land a MovieLens folder's files in the raw tables")
     ingest.add_argument("--data", required=True, help="a MovieLens folder")
@@ -67,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="rebuild models even if their SQL and inputs are unchanged")
     _with_vars(build)
     _with_select(build)
+    _with_threads(build)
 
     compile_ = command("compile", "render the SQL models into target/compiled/")
     _with_vars(compile_)
@@ -239,6 +250,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if args.master:
         overrides["master"] = args.master
     overrides["spark_conf"] = parse_conf(args.conf)
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise ReelhouseError(f"--threads takes a whole number >= 1, got {threads}.")
+        overrides["threads"] = threads
     return Settings(**overrides)
 
 
@@ -352,8 +368,10 @@ def dispatch(args: argparse.Namespace) -> int:
             if abandoned:
                 pipeline.record_abandoned_run(spark, settings, abandoned)
             progress.say(f"run {run_id} started")
-            pipeline.run_pipeline(spark, settings, data_dir, run_id, cli_vars, args.select,
-                                  force=args.force, steps=steps)
+            row = pipeline.run_pipeline(spark, settings, data_dir, run_id, cli_vars,
+                                        args.select, force=args.force, steps=steps)
+            if args.summary:
+                pipeline.write_summary(spark, settings, row, Path(args.summary))
         progress.say(f"run {run_id} succeeded; warehouse ready at {settings.warehouse}")
         return 0
     if args.command == "train":

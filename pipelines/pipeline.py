@@ -1,4 +1,4 @@
-"""`reelhouse run`: ingest -> build (-> train -> evaluate), as one unit.
+"""`reelhouse run`: ingest -> build -> train -> evaluate -> report, as one unit.
 
 If any step fails, every table goes back to the Delta version it had when the run started
 (tables the run created are dropped), so a failed run leaves the warehouse exactly as it was.
@@ -7,13 +7,14 @@ Every run, whatever its end, gets a row in movielens.pipeline_runs.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipelines import catalog, evaluate, ingest, progress, runner, train
+from pipelines import catalog, evaluate, ingest, progress, report, runner, train
 from pipelines.settings import STEPS, Settings
 
 DEFAULT_SYNTHETIC_RATINGS = 100_000
@@ -97,8 +98,13 @@ def run_pipeline(spark, settings: Settings, data_dir: Path, run_id: str,
 
     def timed(step: str, work):
         clock = time.monotonic()
-        with progress.step(step):
-            result = work()
+        # Spark jobs carry the step's name: the UI and event log show where the time goes.
+        spark.sparkContext.setJobDescription(f"step {step}")
+        try:
+            with progress.step(step):
+                result = work()
+        finally:
+            spark.sparkContext.setJobDescription(None)
         row["step_seconds"][step] = round(time.monotonic() - clock, 3)
         return result
 
@@ -120,6 +126,8 @@ def run_pipeline(spark, settings: Settings, data_dir: Path, run_id: str,
                                  "run (--force retrains)")
             if "evaluate" in steps:
                 timed("evaluate", lambda: evaluate.evaluate(spark, settings, cli_vars, force=force))
+            if "report" in steps:  # writes target/report/report.html; changes no table
+                timed("report", lambda: report.write_report(spark, settings))
         row["status"] = "succeeded"
     except BaseException as exc:
         row["status"] = "failed"
@@ -132,3 +140,21 @@ def run_pipeline(spark, settings: Settings, data_dir: Path, run_id: str,
         except Exception as exc:  # never hide the run's own error behind this one
             progress.say(f"could not record the run in pipeline_runs: {exc}")
     return row
+
+
+def write_summary(spark, settings: Settings, row: dict, path: Path) -> None:
+    """`run --summary FILE`: the run's pipeline_runs row, the rows each table's last commit
+    wrote (read from the Delta logs, no pass over the data) and the latest model run's RMSE
+    and fit time, as one JSON document for schedulers and the bench."""
+    summary = {key: value.isoformat() if isinstance(value, datetime) else value
+               for key, value in row.items()}
+    summary["table_rows"] = {table: catalog.rows_in_last_commit(spark, settings, table)
+                             for table in catalog.list_tables_on_storage(spark, settings)}
+    if catalog.table_exists(spark, settings, "model_runs"):
+        latest = spark.sql(f"""
+            select run_id, rmse, mae, fit_seconds, train_rows, test_rows, recommended_users
+            from {catalog.qualified(settings, 'model_runs')}
+            order by started_at desc limit 1""").first()  # one row
+        summary["model"] = latest.asDict() if latest else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2) + "\n")

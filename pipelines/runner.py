@@ -3,9 +3,14 @@ Delta tables or views, and run the data tests declared in the YAML beside them.
 
 A model is one `.sql` file whose file name is the table name. It may call
 `{{ config(materialized='table'|'view'|'incremental', unique_key=..., partition_by=...,
-comment=...) }}`, `{{ ref('model') }}`, `{{ source('raw', 'ratings') }}`,
-`{{ var('name', default) }}`, `{{ is_incremental() }}`, `{{ this }}` and any macro from
-sql/macros/, as in dbt.
+comment=..., tblproperties={...}, not_matched_by_source_action='delete') }}`,
+`{{ ref('model') }}`, `{{ source('raw', 'ratings') }}`, `{{ var('name', default) }}`,
+`{{ is_incremental() }}`, `{{ this }}` and any macro from sql/macros/, as in dbt.
+
+An incremental model is created by its first build and MERGEd on its unique_key after that:
+new keys are inserted, and a matched row is updated only when its values changed. With
+not_matched_by_source_action='delete' (dbt-databricks' name) its query returns the whole table
+every time, and rows it no longer returns are deleted.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import math
 import re
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -487,10 +493,19 @@ def upstream_tables(project: Project, model: Model) -> set[str]:
     return tables
 
 
+def input_version(spark, settings: Settings, qualified_name: str) -> int | None:
+    """A read table's Delta version: from the log listing for the warehouse's own tables
+    (no Spark job), through the catalog for any other."""
+    schema, _, table = qualified_name.partition(".")
+    if schema == settings.schema:
+        return catalog.current_version(spark, settings, table)
+    return catalog.version_of(spark, qualified_name)
+
+
 def fingerprint(spark, project: Project, model: Model, sql: str) -> str:
     """What a table was built from: its SQL and the Delta version of every table it reads.
     Equal fingerprints mean a rebuild would write the same rows, so it can be skipped."""
-    inputs = {name: catalog.version_of(spark, name)
+    inputs = {name: input_version(spark, project.settings, name)
               for name in sorted(upstream_tables(project, model))}
     payload = json.dumps({
         "sql": sql,
@@ -502,52 +517,102 @@ def fingerprint(spark, project: Project, model: Model, sql: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
+def dependencies(project: Project, names: list[str]) -> dict[str, set[str]]:
+    """For each selected model, the selected models it must wait for (refs and the models its
+    relationships tests read)."""
+    chosen = set(names)
+    return {name: (set(project.models[name].refs) | project.test_refs(name)) & chosen
+            for name in names}
+
+
 def build(spark, project: Project, selectors: list[str] | None = None,
           force: bool = False) -> list[str]:
-    """Materialise the selected models in dependency order, testing each after it is built.
-    A table whose SQL and inputs are unchanged since it was built is skipped (unless force).
-    If a model or a test fails, every table built by this call goes back to the version it had
+    """Materialise the selected models, each after the models it reads, testing each after it
+    is built. Up to `settings.threads` models whose inputs are ready build side by side (as
+    dbt's threads): most of a small model's time is Spark scheduling and Delta commits, not
+    CPU, so overlapping them fills the cores. A table whose SQL and inputs are unchanged since
+    it was built is skipped (unless force). If a model or a test fails, the models still
+    running finish, then every table built by this call goes back to the version it had
     before, so a failed build leaves the warehouse as it was. Returns the models rebuilt."""
     settings = project.settings
     names = project.select(selectors)
+    waits_for = dependencies(project, names)
     before: dict[str, int | None] = {}
-    rebuilt = []
+    finished: list[str] = []
+    rebuilt: list[str] = []
+    pending = list(names)
+    running: dict[Future, str] = {}
+    failure: BaseException | None = None
+    pool = ThreadPoolExecutor(max_workers=max(1, settings.threads),
+                              thread_name_prefix="reelhouse-model")
     try:
-        for index, name in enumerate(names, start=1):
-            model = project.models[name]
-            started = time.monotonic()
-            if model.materialized != "view":
-                before[name] = catalog.current_version(spark, settings, name)
-            try:
-                if not _materialise(spark, project, model, force):
-                    progress.say(f"[{index}/{len(names)}] {model.materialized:<11} "
-                                 f"{settings.schema}.{name} up to date (inputs unchanged)")
+        while pending or running:
+            ready = [name for name in pending if waits_for[name] <= set(finished)]
+            for name in ready if failure is None else []:
+                if len(running) >= settings.threads:
+                    break
+                pending.remove(name)
+                if project.models[name].materialized != "view":
+                    before[name] = catalog.current_version(spark, settings, name)
+                running[pool.submit(_build_one, spark, project, name, force)] = name
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                name = running.pop(future)
+                try:
+                    line = future.result()
+                except BaseException as exc:  # noqa: BLE001 - re-raised once the others stop
+                    failure = failure or exc
                     continue
-                rebuilt.append(name)
-                failures = run_tests(spark, project, model)
-            except ReelhouseError:
-                raise
-            except Exception as exc:  # Spark's analysis or runtime error: one line says it
-                raise ReelhouseError(
-                    f"Model {name} ({model.path.relative_to(settings.sql_dir.parent)}) failed: "
-                    f"{spark_message(exc)}") from exc
-            if failures:
-                raise ReelhouseError(
-                    f"Data tests failed on {settings.schema}.{name}: {'; '.join(failures)}. "
-                    "The build was rolled back.")
-            rows = catalog.rows_in_last_commit(spark, settings, name)
-            rows = f"{rows:,} rows" if rows is not None and model.materialized != "view" else ""
-            progress.say(f"[{index}/{len(names)}] {model.materialized:<11} "
-                         f"{settings.schema}.{name} ok ({time.monotonic() - started:.1f}s"
-                         f"{', ' + rows if rows else ''})")
+                finished.append(name)
+                if line is not None:
+                    rebuilt.append(name)
+                model = project.models[name]
+                progress.say(f"[{len(finished)}/{len(names)}] {model.materialized:<11} "
+                             f"{settings.schema}.{name} "
+                             f"{line if line is not None else 'up to date (inputs unchanged)'}")
+        if failure is not None:
+            raise failure
     except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
         for name, version in reversed(list(before.items())):
             try:
                 catalog.restore(spark, settings, name, version)
             except Exception as exc:  # keep restoring the others; say which one failed
                 progress.say(f"could not restore {name} to version {version}: {exc}")
         raise
-    return rebuilt
+    pool.shutdown(wait=True)
+    return [name for name in names if name in rebuilt]  # in dependency order
+
+
+def _build_one(spark, project: Project, name: str, force: bool) -> str | None:
+    """Build and test one model (on a worker thread); the progress line's tail when it was
+    rebuilt, None when it was up to date."""
+    settings = project.settings
+    model = project.models[name]
+    started = time.monotonic()
+    # Spark jobs carry the model's name: the UI and event log show where the time goes.
+    spark.sparkContext.setJobDescription(f"model {settings.schema}.{name}")
+    try:
+        if not _materialise(spark, project, model, force):
+            return None
+        failures = run_tests(spark, project, model)
+    except ReelhouseError:
+        raise
+    except Exception as exc:  # Spark's analysis or runtime error: one line says it
+        raise ReelhouseError(
+            f"Model {name} ({model.path.relative_to(settings.sql_dir.parent)}) failed: "
+            f"{spark_message(exc)}") from exc
+    finally:
+        spark.sparkContext.setJobDescription(None)
+    if failures:
+        raise ReelhouseError(
+            f"Data tests failed on {settings.schema}.{name}: {'; '.join(failures)}. "
+            "The build was rolled back.")
+    rows = catalog.rows_in_last_commit(spark, settings, name)
+    rows = f", {rows:,} rows" if rows is not None and model.materialized != "view" else ""
+    return f"ok ({time.monotonic() - started:.1f}s{rows})"
 
 
 def _materialise(spark, project: Project, model: Model, force: bool = False) -> bool:
@@ -566,15 +631,31 @@ def _materialise(spark, project: Project, model: Model, force: bool = False) -> 
     if exists and not force and last_built_from == built_from:
         return False
     df = spark.sql(sql)
+    by_source = model.config.get("not_matched_by_source_action")
+    if by_source not in (None, "delete"):
+        raise ReelhouseError(f"Model {model.name}: not_matched_by_source_action can only be "
+                             f"'delete', not {by_source!r}.")
+    if incremental and by_source == "delete" and _columns(df) != _columns(
+            spark.table(f"{settings.schema}.{model.name}")):
+        incremental = False  # its query is the whole table: a changed schema is a rebuild
     if incremental:
         keys = model.config["unique_key"]
         keys = [keys] if isinstance(keys, str) else list(keys)
-        catalog.merge_into(spark, settings, df, model.name, keys)
-        if last_built_from != built_from:  # a MERGE cannot set it in the same commit
-            catalog.set_table_property(spark, settings, model.name, FINGERPRINT, built_from)
+        catalog.merge_into(spark, settings, df, model.name, keys, only_changed=True,
+                           delete_missing=by_source == "delete")
+        # After the MERGE (a MERGE cannot set them in its commit; if this step is lost, the
+        # next build merges again, which changes no row).
+        catalog.update_metadata(
+            spark, settings, model.name, model.description, column_comments,
+            {FINGERPRINT: built_from} if last_built_from != built_from else None)
     else:
         partition_by = model.config.get("partition_by")
         partition_by = [partition_by] if isinstance(partition_by, str) else partition_by
+        properties = {**model.config.get("tblproperties", {}), FINGERPRINT: built_from}
         catalog.replace_table(spark, settings, df, model.name, model.description,
-                              column_comments, partition_by, {FINGERPRINT: built_from})
+                              column_comments, partition_by, properties)
     return True
+
+
+def _columns(df) -> list[tuple]:
+    return [(f.name.lower(), f.dataType) for f in df.schema]

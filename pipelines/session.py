@@ -54,8 +54,11 @@ def spark_config(settings: Settings, jars: list[Path]) -> dict[str, str]:
         "spark.sql.warehouse.dir": settings.warehouse,
         "spark.sql.shuffle.partitions": partitions,
         "spark.default.parallelism": partitions,
-        # Delta rebuilds table state with 50 partitions by default: far too many for small logs.
-        "spark.databricks.delta.snapshotPartitions": partitions,
+        # Delta rebuilds a table's file list (its "snapshot state") in Spark jobs, and every scan
+        # runs one more ("Filtering files for query"): half the pipeline's job time at 100k
+        # ratings (bench event logs). Its default of 50 partitions makes each such job 50
+        # tasks; our tables have tens of files, so one partition on a single machine.
+        "spark.databricks.delta.snapshotPartitions": "1" if settings.is_local else partitions,
         "spark.driver.extraJavaOptions": java_options,
         "spark.executor.extraJavaOptions": java_options,
         "spark.sql.session.timeZone": "UTC",
@@ -74,6 +77,9 @@ def create_spark(settings: Settings, app_name: str = "reelhouse", register: bool
     jars = jvm.ensure_delta_jars(settings.jars_dir) + list(extra_jars or [])
     from pyspark.sql import SparkSession
 
+    # With native BLAS (Debian's OpenBLAS), one BLAS thread per Spark task: Spark already runs
+    # a task per core, and OpenBLAS's own threads would fight them for the cores.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     builder = SparkSession.builder.appName(app_name)
     for key, value in spark_config(settings, jars).items():
         builder = builder.config(key, value)

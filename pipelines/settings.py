@@ -11,7 +11,7 @@ from pipelines.errors import ReelhouseError
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SCHEMA = "movielens"
-STEPS = ("ingest", "build", "train", "evaluate")  # what `reelhouse run` does, in order
+STEPS = ("ingest", "build", "train", "evaluate", "report")  # what `reelhouse run` does
 _URI_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
@@ -46,6 +46,8 @@ class Settings:
     udfs_dir: Path = PROJECT_DIR / "udfs"
     target_dir: Path = field(default_factory=lambda: Path("target").resolve())
     schema: str = SCHEMA
+    # Models whose inputs are ready build side by side, up to this many at once (dbt's threads).
+    threads: int = field(default_factory=lambda: int(os.environ.get("REELHOUSE_THREADS", "4")))
 
     @property
     def is_local(self) -> bool:

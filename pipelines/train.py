@@ -488,14 +488,15 @@ def _literal(value) -> str:
 
 def _publish(spark, settings: Settings, df, table: str, comment: str) -> int:
     """Replace an output table in one Delta commit; returns the version written."""
-    from delta.tables import DeltaTable
-
-    with progress.step(f"write {catalog.qualified(settings, table)}") as step:
-        catalog.replace_table(spark, settings, df, table, comment)
-        last = DeltaTable.forName(spark, catalog.qualified(settings, table)).history(1).first()
-        rows = (last["operationMetrics"] or {}).get("numOutputRows")
-        step["result"] = f"{int(rows):,} rows" if rows is not None else ""
-    return last["version"]
+    spark.sparkContext.setJobDescription(f"write {catalog.qualified(settings, table)}")
+    try:
+        with progress.step(f"write {catalog.qualified(settings, table)}") as step:
+            catalog.replace_table(spark, settings, df, table, comment)
+            rows = catalog.rows_in_last_commit(spark, settings, table)
+            step["result"] = f"{rows:,} rows" if rows is not None else ""
+    finally:
+        spark.sparkContext.setJobDescription(None)
+    return catalog.current_version(spark, settings, table)
 
 
 def train(spark, settings: Settings, params: TrainParams | None = None) -> str:
@@ -557,37 +558,48 @@ def _train_and_publish(spark, settings: Settings, params: TrainParams, versions:
     movie_factors = factor_table(model.itemFactors, base.movie_biases, train_rows, run_id,
                                  "movie_id").cache()
     cached += [user_factors, movie_factors]
-    outputs = {
-        "user_factors": _publish(spark, settings, user_factors, "user_factors",
-                                 "ALS user factors and damped user bias of the latest run."),
-        "movie_factors": _publish(spark, settings, movie_factors, "movie_factors",
-                                  "ALS movie factors and damped movie bias of the latest "
-                                  "run."),
-    }
     rating_scale = None if params.implicit else scale
     predictions = score_pairs(test_rows, user_factors, movie_factors, base.global_mean,
                               rating_scale).selectExpr(
         f"{catalog.sql_string(run_id)} as run_id", "user_id", "movie_id", "rating",
         "prediction").cache()
     cached.append(predictions)
-    outputs["predictions"] = _publish(
-        spark, settings, predictions, "predictions", "Predicted rating of every test row "
-        "whose user and movie were seen in training (latest run).")
+    results: dict = {}
 
-    recommendations = all_recommendations(
-        spark, settings, versions, run_id, params, train_rows, user_factors, movie_factors,
-        base.global_mean, rating_scale, cached).cache()
-    cached.append(recommendations)
-    outputs["recommendations"] = _publish(
-        spark, settings, recommendations, "recommendations", "Top N movies per user not "
-        "rated in train (latest run); source 'als', or 'popularity' for users the model "
-        "cannot score.")
+    def recommendations():
+        results["recommendations"] = all_recommendations(
+            spark, settings, versions, run_id, params, train_rows, user_factors, movie_factors,
+            base.global_mean, rating_scale, cached).cache()
+        cached.append(results["recommendations"])
+        return results["recommendations"]
 
-    outputs["similar_movies"] = _publish(
-        spark, settings, similar_movies(spark, movie_factors, params.rank, params.top_n,
-                                        params.min_movie_ratings)
-        .selectExpr(f"{catalog.sql_string(run_id)} as run_id", "*"),
-        "similar_movies", "Top N movies by cosine similarity of ALS factors (latest run).")
+    outputs_to_write = {  # table: (rows, comment); rows may be a function computing them
+        "user_factors": (user_factors, "ALS user factors and damped user bias of the latest "
+                         "run."),
+        "movie_factors": (movie_factors, "ALS movie factors and damped movie bias of the "
+                          "latest run."),
+        "predictions": (predictions, "Predicted rating of every test row whose user and "
+                        "movie were seen in training (latest run)."),
+        "recommendations": (recommendations, "Top N movies per user not rated in train "
+                            "(latest run); source 'als', or 'popularity' for users the model "
+                            "cannot score."),
+        "similar_movies": (lambda: similar_movies(
+            spark, movie_factors, params.rank, params.top_n, params.min_movie_ratings)
+            .selectExpr(f"{catalog.sql_string(run_id)} as run_id", "*"),
+            "Top N movies by cosine similarity of ALS factors (latest run)."),
+    }
+
+    def write(table: str) -> int:
+        rows, comment = outputs_to_write[table]
+        return _publish(spark, settings, rows() if callable(rows) else rows, table, comment)
+
+    # The five tables are independent: written side by side, each in its own Delta commit,
+    # so Spark's scheduling gaps and commit latency of one overlap the work of another.
+    with ThreadPoolExecutor(max_workers=max(1, settings.threads),
+                            thread_name_prefix="reelhouse-publish") as pool:
+        futures = {table: pool.submit(write, table) for table in OUTPUT_TABLES}
+    outputs = {table: future.result() for table, future in futures.items()}
+    recommendations = results["recommendations"]
 
     model.write().overwrite().save(model_path)
     metrics = predictions.selectExpr(*METRICS).first()

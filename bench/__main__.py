@@ -1,0 +1,414 @@
+"""Speed, memory and scale: the whole reelhouse pipeline against the classic tutorial.
+
+    .venv/bin/python -m bench [--sizes 100k,1m,10m,25m] [--keep] [--no-readme]
+
+For each size it generates a synthetic MovieLens-shaped dataset (cached under
+.reelhouse/bench-data), then, one after the other on the same data:
+  1. `reelhouse run` on a fresh warehouse: ingest -> every model -> train -> evaluate ->
+     report, JVM start included, with Spark's event log on (where the time goes);
+  2. the tutorial-style script (bench/tutorial.py): load -> ALS with Spark's defaults ->
+     RMSE -> recommendForAllUsers, and nothing else;
+  3. up to --matched-max ratings: `reelhouse train` with Spark's ALS hyperparameters on the
+     warehouse of step 1, so our fit and Spark's default fit are compared at equal RMSE;
+  4. up to --blas-max ratings: the tutorial again with native BLAS switched off, so the
+     effect of OpenBLAS is measured rather than assumed.
+Every process is sampled for peak resident memory (JVM and Python apart). Results go to
+bench/results/<date>-<size>.json; bench/README.md's table is rewritten from the newest result
+of each size. Ratios are against the tutorial run in the same bench run, never against a
+stored number. Not a test: it takes minutes (the 25M size about half an hour on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipelines.generate import generate_dataset
+from pipelines.settings import PROJECT_DIR
+
+BENCH_DIR = PROJECT_DIR / "bench"
+RESULTS_DIR = BENCH_DIR / "results"
+WORK_DIR = PROJECT_DIR / ".reelhouse" / "bench"
+DATA_DIR = PROJECT_DIR / ".reelhouse" / "bench-data"
+REELHOUSE = [sys.executable, "-m", "pipelines.cli"]
+SPARK_DEFAULT_ALS = ["--rank", "10", "--max-iter", "10", "--reg-param", "0.1", "--no-bias"]
+
+# Users x movies of the GroupLens release each size stands for (25m: ml-25m's rated movies).
+SIZES = {
+    "10k": (10_000, 300, 800),  # not a release: the smoke size the test suite runs
+    "100k": (100_000, 943, 1_682),
+    "1m": (1_000_209, 6_040, 3_706),
+    "10m": (10_000_054, 69_878, 10_677),
+    "25m": (25_000_095, 162_541, 59_047),
+}
+DEFAULT_SIZES = ("100k", "1m", "10m", "25m")
+# Driver heap per size: the default 4g up to 1M; the large sizes get room for ALS's blocks.
+DRIVER_MEMORY = {"10k": "2g", "100k": "4g", "1m": "4g", "10m": "8g", "25m": "12g"}
+
+
+# --- measuring a process ----------------------------------------------------------------------
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(children.get(pid, []))
+    return found
+
+
+def _rss_and_kind(pid: int) -> tuple[int, str]:
+    """Resident bytes of a process and whether it is the JVM or Python."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            fields = dict(line.split(":", 1) for line in status if ":" in line)
+    except OSError:
+        return 0, "gone"
+    rss = int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
+    return rss, "jvm" if fields.get("Name", "").strip() == "java" else "python"
+
+
+class PeakMemory:
+    """Samples a process tree's resident memory every 0.2 s on a thread; keeps the peaks."""
+
+    def __init__(self, pid: int):
+        self.pid, self.peak = pid, {"jvm": 0, "python": 0, "total": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            now = {"jvm": 0, "python": 0}
+            for pid in _descendants(self.pid):
+                rss, kind = _rss_and_kind(pid)
+                if kind in now:
+                    now[kind] += rss
+            now["total"] = now["jvm"] + now["python"]
+            self.peak = {k: max(self.peak[k], now[k]) for k in self.peak}
+            self._stop.wait(0.2)
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        return {f"peak_{k}_mb": round(v / 2**20) for k, v in self.peak.items()}
+
+
+def measured(command: list[str], log: Path, env: dict | None = None) -> dict:
+    """Run a command to the end, its output to log; wall seconds, peak memory, exit code."""
+    started = time.monotonic()
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                   env={**os.environ, **(env or {})}, cwd=PROJECT_DIR)
+        memory = PeakMemory(process.pid)
+        try:
+            code = process.wait()
+        except BaseException:  # an interrupted bench leaves no run behind (its JVM follows)
+            process.kill()
+            memory.stop()
+            raise
+    result = {"wall_seconds": round(time.monotonic() - started, 2), "exit_code": code,
+              **memory.stop(), "log": str(log)}
+    if code != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        raise SystemExit(f"bench: {' '.join(command[:4])} ... failed ({code}):\n"
+                         + "\n".join(tail))
+    return result
+
+
+def query(warehouse: Path, sql: str) -> list[dict]:
+    """Rows of a query on a bench warehouse, through `reelhouse sql` (not timed)."""
+    done = subprocess.run(REELHOUSE + ["sql", "--warehouse", str(warehouse), "--format", "json",
+                                       "--conf", "spark.ui.enabled=false", sql],
+                          capture_output=True, text=True, cwd=PROJECT_DIR)
+    if done.returncode != 0:
+        raise SystemExit(f"bench: query failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --- where the time goes: Spark's event log --------------------------------------------------
+
+def _job_label(description: str | None) -> str:
+    """`model movielens.x` for the model's own jobs; Delta prefixes the jobs it runs to read a
+    table's log ("Delta: model movielens.x: Filtering files for query"): those become
+    `model movielens.x (Delta log)`."""
+    text = description or "other"
+    from_delta = text.startswith("Delta: ")
+    while text.startswith("Delta: "):
+        text = text[len("Delta: "):]
+    base = text.split(": ")[0]
+    return f"{base} (Delta log)" if from_delta else base
+
+
+def job_seconds_by_description(event_log_dir: Path) -> dict[str, float]:
+    """Seconds of Spark jobs grouped by their description (`step ingest`, `model
+    movielens.ratings`, ...), from the event log. Models built side by side overlap, so the
+    sum can exceed the wall time."""
+    starts, totals = {}, {}
+    for path in event_log_dir.rglob("*"):
+        if not path.is_file() or path.name.startswith((".", "appstatus")):
+            continue
+        with open(path) as events:
+            for line in events:
+                if '"SparkListenerJob' not in line[:40]:
+                    continue
+                event = json.loads(line)
+                if event["Event"] == "SparkListenerJobStart":
+                    properties = event.get("Properties") or {}
+                    label = _job_label(properties.get("spark.job.description"))
+                    starts[event["Job ID"]] = (label, event["Submission Time"])
+                elif event["Job ID"] in starts:
+                    label, start = starts.pop(event["Job ID"])
+                    totals[label] = totals.get(label, 0.0) + \
+                        (event["Completion Time"] - start) / 1000
+    return dict(sorted(((k, round(v, 1)) for k, v in totals.items()),
+                       key=lambda item: -item[1]))
+
+
+# --- one size ----------------------------------------------------------------------------------
+
+def dataset(size: str) -> tuple[Path, dict]:
+    num_ratings, num_users, num_movies = SIZES[size]
+    folder = DATA_DIR / size
+    meta_file = folder / "reelhouse_generator.json"
+    if not meta_file.exists():
+        print(f"bench: generating {num_ratings:,} ratings ({size})", file=sys.stderr)
+        generate_dataset(folder, num_ratings, num_users=num_users, num_movies=num_movies,
+                         seed=42)
+    return folder, json.loads(meta_file.read_text())
+
+
+def bench_size(size: str, args) -> dict:
+    data, meta = dataset(size)
+    work = WORK_DIR / size
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "events").mkdir(parents=True)
+    warehouse = work / "warehouse"
+    env = {"REELHOUSE_DRIVER_MEMORY": DRIVER_MEMORY[size]}
+    result = {"size": size, "ratings": meta["num_ratings"], "users": meta["num_users"],
+              "movies": meta["num_movies"], "driver_memory": DRIVER_MEMORY[size],
+              "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine()}
+
+    print(f"bench {size}: reelhouse run ...", file=sys.stderr)
+    summary_file = work / "run-summary.json"
+    result["pipeline"] = measured(
+        REELHOUSE + ["run", "--data", str(data), "--warehouse", str(warehouse),
+                     "--summary", str(summary_file), "--conf", "spark.ui.enabled=false",
+                     "--conf", "spark.eventLog.enabled=true",
+                     "--conf", "spark.eventLog.compress=false",  # plain JSON lines to read back
+                     "--conf", "spark.eventLog.rolling.enabled=false",
+                     "--conf", f"spark.eventLog.dir=file://{work / 'events'}"],
+        work / "run.log", env=env)
+    result["pipeline"]["job_seconds"] = dict(
+        list(job_seconds_by_description(work / "events").items())[:15])
+    summary = json.loads(summary_file.read_text())
+    result["pipeline"].update(step_seconds=summary["step_seconds"],
+                              rmse=summary["model"]["rmse"],
+                              fit_seconds=round(summary["model"]["fit_seconds"], 2),
+                              train_rows=summary["model"]["train_rows"])
+    result["rows"] = {table: summary["table_rows"].get(table) for table in (
+        "raw_ratings", "ratings", "ratings_split", "predictions", "recommendations",
+        "similar_movies")}
+
+    print(f"bench {size}: tutorial-style script ...", file=sys.stderr)
+    tutorial_json = work / "tutorial.json"
+    result["tutorial"] = measured(
+        [sys.executable, "-m", "bench.tutorial", str(data), "--result", str(tutorial_json),
+         "--driver-memory", DRIVER_MEMORY[size]], work / "tutorial.log")
+    result["tutorial"].update(json.loads(tutorial_json.read_text()))
+
+    if meta["num_ratings"] <= args.matched_max:
+        print(f"bench {size}: reelhouse train with Spark's ALS hyperparameters ...",
+              file=sys.stderr)
+        result["matched_fit"] = measured(
+            REELHOUSE + ["train", "--warehouse", str(warehouse), "--conf",
+                         "spark.ui.enabled=false", *SPARK_DEFAULT_ALS],
+            work / "matched.log", env=env)
+        row = query(warehouse, "select rmse, fit_seconds from movielens.model_runs "
+                               "order by started_at desc limit 1")[0]
+        result["matched_fit"].update(rmse=row["rmse"], fit_seconds=round(row["fit_seconds"], 2))
+
+    if meta["num_ratings"] <= args.blas_max and native_blas():
+        print(f"bench {size}: tutorial-style with native BLAS off ...", file=sys.stderr)
+        java_blas_json = work / "tutorial-java-blas.json"
+        result["tutorial_java_blas"] = measured(
+            [sys.executable, "-m", "bench.tutorial", str(data), "--result", str(java_blas_json),
+             "--driver-memory", DRIVER_MEMORY[size]], work / "tutorial-java-blas.log",
+            env={"JAVA_TOOL_OPTIONS": "-Ddev.ludovic.netlib.blas.allowNative=false "
+                                      "-Ddev.ludovic.netlib.lapack.allowNative=false"})
+        result["tutorial_java_blas"].update(json.loads(java_blas_json.read_text()))
+
+    result["ratios"] = ratios(result)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def ratios(result: dict) -> dict:
+    pipeline, tutorial = result["pipeline"], result["tutorial"]
+    found = {"pipeline_vs_tutorial": round(pipeline["wall_seconds"] / tutorial["wall_seconds"], 2),
+             "our_fit_vs_spark_default_fit": round(
+                 pipeline["fit_seconds"] / tutorial["seconds"]["fit"], 2)}
+    if "matched_fit" in result:
+        found["matched_fit_vs_spark_default_fit"] = round(
+            result["matched_fit"]["fit_seconds"] / tutorial["seconds"]["fit"], 2)
+    if "tutorial_java_blas" in result:
+        found["native_blas_fit_vs_java_blas_fit"] = round(
+            tutorial["seconds"]["fit"] / result["tutorial_java_blas"]["seconds"]["fit"], 2)
+    return found
+
+
+# --- the machine and the table -----------------------------------------------------------------
+
+def native_blas() -> bool:
+    return any(Path(d, "libblas.so.3").exists()
+               for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib"))
+
+
+def machine() -> dict:
+    import pyspark
+
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr
+    with open("/proc/meminfo") as meminfo:
+        memory_kb = int(meminfo.readline().split()[1])
+    return {"cores": os.cpu_count(), "memory_gb": round(memory_kb / 2**20),
+            "cpu": _cpu_model(), "os": platform.platform(),
+            "java": java.splitlines()[0] if java else "?", "spark": pyspark.__version__,
+            "native_blas": native_blas()}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def slope(points: list[tuple[float, float]]) -> float | None:
+    """The exponent b of seconds = a * ratings^b (least squares on logs): 1.0 is linear."""
+    if len(points) < 2:
+        return None
+    xs, ys = [math.log(x) for x, _ in points], [math.log(y) for _, y in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    covariance = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    return covariance / sum((x - mx) ** 2 for x in xs)
+
+
+def latest_results() -> list[dict]:
+    newest: dict[str, dict] = {}
+    for path in sorted(RESULTS_DIR.glob("*.json")):
+        result = json.loads(path.read_text())
+        if result.get("size") in DEFAULT_SIZES:
+            newest[result["size"]] = result  # file names sort by date
+    return [newest[size] for size in DEFAULT_SIZES if size in newest]
+
+
+def markdown_table(results: list[dict]) -> str:
+    if not results:
+        return "No results yet: run `python -m bench`.\n"
+    m = results[-1]["machine"]
+    lines = [
+        f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB, {m['java']}, "
+        f"Spark {m['spark']}, native BLAS {'on' if m['native_blas'] else 'off'}.",
+        "",
+        "| size | ratings | reelhouse run (s) | ingest / build / train / evaluate / report (s) "
+        "| ALS fit (s) | RMSE | peak MB (JVM + Python) | tutorial (s) | tutorial fit (s) "
+        "| tutorial RMSE | run ÷ tutorial | fit ÷ Spark fit | same-RMSE fit ÷ Spark fit |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        p, t, ratio = r["pipeline"], r["tutorial"], r["ratios"]
+        steps = " / ".join(f"{p['step_seconds'].get(s, 0):.0f}"
+                           for s in ("ingest", "build", "train", "evaluate", "report"))
+        matched = ratio.get("matched_fit_vs_spark_default_fit")
+        lines.append(
+            f"| {r['size']} | {r['ratings']:,} | {p['wall_seconds']:.0f} | {steps} | "
+            f"{p['fit_seconds']:.1f} | {p['rmse']:.4f} | {p['peak_total_mb']:,} "
+            f"({p['peak_jvm_mb']:,} + {p['peak_python_mb']:,}) | {t['wall_seconds']:.0f} | "
+            f"{t['seconds']['fit']:.1f} | {t['rmse']:.4f} | {ratio['pipeline_vs_tutorial']} | "
+            f"{ratio['our_fit_vs_spark_default_fit']} | "
+            f"{matched if matched is not None else 'n/a'} |")
+    pipeline_slope = slope([(r["ratings"], r["pipeline"]["wall_seconds"]) for r in results])
+    tutorial_slope = slope([(r["ratings"], r["tutorial"]["wall_seconds"]) for r in results])
+    if pipeline_slope is not None:
+        lines += ["", f"Cost curve (seconds ∝ ratings^b, least squares over the sizes above): "
+                      f"reelhouse run b = {pipeline_slope:.2f}, tutorial b = "
+                      f"{tutorial_slope:.2f} (b = 1 is linear)."]
+    blas = [r for r in results if "native_blas_fit_vs_java_blas_fit" in r["ratios"]]
+    for r in blas:
+        lines.append(f"Native BLAS at {r['size']}: tutorial fit "
+                     f"{r['tutorial']['seconds']['fit']:.1f} s with OpenBLAS vs "
+                     f"{r['tutorial_java_blas']['seconds']['fit']:.1f} s with Java BLAS "
+                     f"(ratio {r['ratios']['native_blas_fit_vs_java_blas_fit']}).")
+    return "\n".join(lines) + "\n"
+
+
+TABLE_START, TABLE_END = "<!-- bench:table -->", "<!-- /bench:table -->"
+
+
+def write_readme(results: list[dict]) -> None:
+    readme = BENCH_DIR / "README.md"
+    text = (readme.read_text() if readme.exists()
+            else f"# Benchmarks\n\n{TABLE_START}\n{TABLE_END}\n")
+    before, _, rest = text.partition(TABLE_START)
+    _, _, after = rest.partition(TABLE_END)
+    readme.write_text(f"{before}{TABLE_START}\n{markdown_table(results)}{TABLE_END}{after}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default=",".join(DEFAULT_SIZES),
+                        help=f"comma-separated, from {', '.join(SIZES)} "
+                             f"(default {','.join(DEFAULT_SIZES)})")
+    parser.add_argument("--matched-max", type=int, default=10_000_054,
+                        help="largest size also trained with Spark's hyperparameters")
+    parser.add_argument("--blas-max", type=int, default=1_000_209,
+                        help="largest size also timed with native BLAS off")
+    parser.add_argument("--keep", action="store_true", help="keep the bench warehouses")
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR,
+                        help="folder for the JSON results (default bench/results)")
+    parser.add_argument("--no-readme", action="store_true",
+                        help="do not rewrite bench/README.md's table")
+    args = parser.parse_args(argv)
+    sizes = [s.strip().lower() for s in args.sizes.split(",") if s.strip()]
+    unknown = [s for s in sizes if s not in SIZES]
+    if unknown:
+        raise SystemExit(f"bench: unknown size {', '.join(unknown)}; sizes are "
+                         f"{', '.join(SIZES)}")
+    args.results.mkdir(parents=True, exist_ok=True)
+    for size in sizes:
+        result = bench_size(size, args)
+        out = args.results / f"{datetime.now(UTC):%Y-%m-%d}-{size}.json"
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"bench {size}: run {result['pipeline']['wall_seconds']:.0f}s vs tutorial "
+              f"{result['tutorial']['wall_seconds']:.0f}s, ratios {result['ratios']} "
+              f"-> {out}", file=sys.stderr)
+    if not args.no_readme and args.results == RESULTS_DIR:
+        write_readme(latest_results())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The bench command end to end at its smoke size (10k ratings): the full pipeline and the
+tutorial-style script run on the same generated data, and the result file holds what
+bench/README.md's table is made of. A smoke test of the command, never a timed test: no
+assertion here is about speed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+from pipelines.settings import PROJECT_DIR
+
+STEPS = ("ingest", "build", "train", "evaluate", "report")
+
+
+def test_bench_smoke_size_runs_both_sides_and_writes_its_result(tmp_path):
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "bench", "--sizes", "10k", "--results", str(tmp_path),
+         "--no-readme", "--matched-max", "0", "--blas-max", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT_DIR,
+        start_new_session=True)
+    try:
+        _, stderr = bench.communicate(timeout=1200)
+    finally:  # the bench's own Spark processes go with it, whatever happened
+        if bench.poll() is None:
+            os.killpg(bench.pid, signal.SIGKILL)
+    assert bench.returncode == 0, stderr[-2000:]
+    [result_file] = tmp_path.glob("*-10k.json")
+    result = json.loads(result_file.read_text())
+
+    pipeline, tutorial = result["pipeline"], result["tutorial"]
+    assert result["ratings"] == 10_000 and result["rows"]["ratings"] == 10_000
+    assert set(STEPS) <= set(pipeline["step_seconds"])
+    assert pipeline["peak_jvm_mb"] > 100 and pipeline["peak_python_mb"] > 10
+    assert 0.3 < pipeline["rmse"] < 1.5 and 0.3 < tutorial["rmse"] < 1.5
+    assert pipeline["fit_seconds"] > 0 and tutorial["seconds"]["fit"] > 0
+    # Spark's event log was read: the jobs are named after the steps and models they ran for.
+    assert any(label.startswith("model movielens.") for label in pipeline["job_seconds"])
+    assert result["ratios"]["pipeline_vs_tutorial"] == round(
+        pipeline["wall_seconds"] / tutorial["wall_seconds"], 2)
+    assert result["machine"]["cores"] >= 1 and result["machine"]["spark"].startswith("4.")
