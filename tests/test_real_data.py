@@ -1,21 +1,27 @@
-"""GroupLens' real ml-latest-small, from ../shared (never copied into the repo): exact counts,
-and statistics the test computes on its own from the CSV files."""
+"""GroupLens' real ml-latest-small, from ../shared (never copied into the repo): one
+`reelhouse run` of the whole pipeline while `reelhouse serve` is up, seen by PyHive and beeline;
+then exact counts, and statistics the test computes on its own from the CSV files, all on the
+warehouse that one run built."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import re
+import signal
 import statistics
 import subprocess
 import sys
+import time
 from collections import defaultdict
 
 import pytest
 
-from pipelines import ingest, runner
+from pipelines import catalog
 
 from .conftest import REAL_DATA, fresh_warehouse
+from .test_serve import REELHOUSE, beeline, free_port, query, wait_for_ready
 
 pytestmark = pytest.mark.skipif(
     not (REAL_DATA / "ratings.csv").exists(),
@@ -23,11 +29,44 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def built(spark, tmp_path_factory):
+def served_run(spark, tmp_path_factory):
+    """The module's one pipeline run on real data: `reelhouse run` (ingest, build, train,
+    evaluate) in its own process, on a fresh warehouse that `reelhouse serve` serves
+    throughout. Yields (settings, port, the run's stderr)."""
     settings = fresh_warehouse(spark, tmp_path_factory, "ml_latest_small")
-    ingest.ingest_dataset(spark, settings, REAL_DATA)
-    runner.build(spark, runner.load_project(settings, folders=("models",)))
-    return settings
+    port = free_port()
+    env = {**os.environ, "REELHOUSE_DRIVER_MEMORY": "1g"}
+    run = None
+    server = subprocess.Popen(
+        REELHOUSE + ["serve", "--warehouse", settings.warehouse, "--port", str(port),
+                     "--refresh-seconds", "1", "--conf", "spark.ui.enabled=false"],
+        stdout=subprocess.PIPE, text=True, env=env)
+    log = tmp_path_factory.mktemp("run") / "stderr.txt"
+    try:
+        with open(log, "w") as stderr:  # the run starts as the server does: both take a while
+            run = subprocess.Popen(
+                REELHOUSE + ["run", "--warehouse", settings.warehouse, "--data", str(REAL_DATA),
+                             "--conf", "spark.ui.enabled=false"],
+                stdout=subprocess.DEVNULL, stderr=stderr, text=True, cwd=log.parent,
+                env={**env, "REELHOUSE_DRIVER_MEMORY": "2g"})  # cwd: its report lands there
+            wait_for_ready(server, seconds=900)
+            returncode = run.wait(timeout=3600)
+        assert returncode == 0, log.read_text()[-3000:]
+        assert server.poll() is None, "the server stopped during the run"
+        catalog.register_warehouse(spark, settings)  # this session sees what the run built
+        yield settings, port, log.read_text()
+    finally:
+        if run is not None and run.poll() is None:
+            run.terminate()
+            run.wait(timeout=90)
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=90)
+
+
+@pytest.fixture(scope="module")
+def built(served_run):
+    return served_run[0]
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +78,32 @@ def csv_ratings():
 
 def one(spark, sql):
     return spark.sql(sql).first()
+
+
+def test_pyhive_and_beeline_see_the_runs_model_runs_row(spark, served_run):
+    settings, port, stderr = served_run
+    pipeline_run = re.search(r"run (\S+) succeeded", stderr).group(1)
+    training_run, printed_rmse = re.search(r"run (\S+): test RMSE ([0-9.]+)", stderr).groups()
+    assert [tuple(r) for r in spark.sql(
+        "select run_id, status from movielens.pipeline_runs").collect()] == [
+        (pipeline_run, "succeeded")]
+    als = one(spark, "select run_id, rmse from movielens.model_metrics where model = 'als'")
+    assert als.run_id == training_run
+    assert als.rmse == pytest.approx(float(printed_rmse), abs=5e-5)
+
+    sql = "select run_id, rmse from movielens.model_runs"
+    deadline = time.monotonic() + 60  # the server registers tables the run created
+    while time.monotonic() < deadline and not any(
+            row[1] == "model_runs" for row in query(port, "show tables in movielens")):
+        time.sleep(1)
+    [(run_id, rmse)] = query(port, sql)  # PyHive, over SQLAlchemy's hive:// URL
+    assert run_id == training_run
+    assert rmse == pytest.approx(als.rmse, rel=1e-9)
+    header, *rows = beeline(port, sql)
+    assert header == "run_id,rmse" and len(rows) == 1
+    run_id, rmse = rows[0].split(",")
+    assert run_id == training_run
+    assert float(rmse) == pytest.approx(als.rmse, rel=1e-9)
 
 
 def test_exact_counts(spark, built):

@@ -4,6 +4,7 @@ hive:// URL, as Superset does) and by beeline, while this process writes to the 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from pipelines import catalog, serve
+from pipelines import catalog, ingest, runner, serve
 from pipelines.errors import ReelhouseError
 
 from .test_ingest import latest_folder
@@ -44,8 +45,6 @@ def server(spark, tmp_path_factory):
     from .conftest import fresh_warehouse
 
     settings = fresh_warehouse(spark, tmp_path_factory, "served")
-    from pipelines import ingest
-
     ingest.ingest_dataset(spark, settings, latest_folder(tmp_path_factory.mktemp("data")))
     port = free_port()
     env = {**os.environ, "REELHOUSE_DRIVER_MEMORY": "1g"}
@@ -76,16 +75,21 @@ def test_pyhive_sees_every_table_by_name_and_the_udfs(server):
     assert query(port, "select movielens.clean_title('Matrix, The (1999)')") == [("The Matrix",)]
 
 
-def test_beeline_queries_over_jdbc(server):
-    _, port, _ = server
-    beeline = serve.spark_home() / "bin" / "beeline"
+def beeline(port: int, sql: str) -> list[str]:
+    """Spark's own JDBC shell: the query's rows as CSV lines, header first (a prompt beeline
+    may print before the header, '. . . .> ', taken off)."""
     result = subprocess.run(
-        [str(beeline), "-u", f"jdbc:hive2://127.0.0.1:{port}/movielens", "--outputformat=csv2",
-         "-e", "select count(*) as n from raw_movies"],
-        capture_output=True, text=True, timeout=180,
+        [str(serve.spark_home() / "bin" / "beeline"), "-u",
+         f"jdbc:hive2://127.0.0.1:{port}/movielens", "--outputformat=csv2", "-e", sql],
+        capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
         env={**os.environ, "SPARK_HOME": str(serve.spark_home())})
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == "3"
+    return [re.sub(r"^(?:\. )*\.> ", "", line) for line in result.stdout.strip().splitlines()]
+
+
+def test_beeline_queries_over_jdbc(server):
+    _, port, _ = server
+    assert beeline(port, "select count(*) as n from raw_movies")[-1] == "3"
 
 
 def test_a_table_created_by_another_process_appears_without_restart(spark, server):
@@ -167,7 +171,34 @@ def test_a_run_with_nothing_new_changes_no_row(spark, server, dataset):
     assert {t: catalog.current_version(spark, settings, t) for t in versions} == versions
 
 
-def test_a_new_ratings_file_adds_exactly_its_rows(server, dataset):
+MERGE_METRICS = ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted",
+                 "numTargetRowsCopied", "numTargetFilesRemoved")
+
+
+def last_ratings_merge(spark, settings) -> dict[str, int]:
+    """The newest commit of ratings must be its MERGE, then the fingerprint (one ALTER, which
+    also proves the YAML docs needed no change): that MERGE's row metrics."""
+    history = spark.sql("describe history movielens.ratings").collect()
+    assert [h.operation for h in history[:2]] == ["SET TBLPROPERTIES", "MERGE"]
+    return {key: int(history[1].operationMetrics[key]) for key in MERGE_METRICS}
+
+
+def assert_ratings_is_a_full_rebuild(spark, settings):
+    """ratings, as merged, equals its query's full result (the staging rows, deduplicated),
+    and carries the docs and the fingerprint of the inputs it was built from."""
+    project = runner.load_project(settings, folders=("models",))
+    model = project.models["ratings"]
+    sql = runner._render(project, model)
+    full, table = spark.sql(sql), spark.table("movielens.ratings")
+    assert full.exceptAll(table).count() == 0 and table.exceptAll(full).count() == 0
+    assert catalog.table_property(spark, settings, "ratings", runner.FINGERPRINT) == \
+        runner.fingerprint(spark, project, model, sql)
+    assert spark.catalog.getTable("movielens.ratings").description == model.description
+    assert table.schema["rating"].metadata["comment"] == \
+        model.column_docs["rating"]["description"]
+
+
+def test_a_new_ratings_file_adds_exactly_its_rows(spark, server, dataset):
     settings, port, _ = server
     folder, num_ratings = dataset
     (folder / "ratings-late.csv").write_text(
@@ -177,6 +208,32 @@ def test_a_new_ratings_file_adds_exactly_its_rows(server, dataset):
     assert query(port, "select count(*) from movielens.ratings") == [(num_ratings + 2,)]
     assert query(port, "select count(*) from movielens.pipeline_runs "
                        "where status = 'succeeded'") == [(3,)]
+    # Row for row: the MERGE inserted the two new pairs and neither updated, deleted nor
+    # rewrote (copied) any of the rows already there.
+    catalog.register_warehouse(spark, settings)
+    assert last_ratings_merge(spark, settings) == {
+        "numTargetRowsInserted": 2, "numTargetRowsUpdated": 0, "numTargetRowsDeleted": 0,
+        "numTargetRowsCopied": 0, "numTargetFilesRemoved": 0}
+    assert_ratings_is_a_full_rebuild(spark, settings)
+
+
+def test_a_replaced_ratings_file_updates_and_deletes_exactly_its_rows(spark, server, dataset):
+    settings, port, _ = server
+    folder, num_ratings = dataset
+    # The late file again, corrected: (9001, 1) re-rated, (9001, 2) gone, nothing new.
+    (folder / "ratings-late.csv").write_text(
+        "userId,movieId,rating,timestamp\n9001,1,2.0,1700000100\n")
+    catalog.register_warehouse(spark, settings)
+    ingest.ingest_dataset(spark, settings, folder)
+    runner.build(spark, runner.load_project(settings, folders=("models",)), ["ratings"])
+    merged = last_ratings_merge(spark, settings)
+    # (The file the late rows were in goes, both its rows having changed: removed, not copied.)
+    assert {key: merged[key] for key in MERGE_METRICS[:4]} == {
+        "numTargetRowsInserted": 0, "numTargetRowsUpdated": 1, "numTargetRowsDeleted": 1,
+        "numTargetRowsCopied": 0}
+    assert_ratings_is_a_full_rebuild(spark, settings)
+    assert query(port, "select rating from movielens.ratings where user_id = 9001") == [(2.0,)]
+    assert query(port, "select count(*) from movielens.ratings") == [(num_ratings + 1,)]
 
 
 def test_sigterm_stops_the_server_cleanly(server):
