@@ -199,6 +199,7 @@ def dataset(size: str) -> tuple[Path, dict]:
 
 def bench_size(size: str, args) -> dict:
     data, meta = dataset(size)
+    load_before = round(os.getloadavg()[0], 1)
     work = WORK_DIR / size
     shutil.rmtree(work, ignore_errors=True)
     (work / "events").mkdir(parents=True)
@@ -258,6 +259,8 @@ def bench_size(size: str, args) -> dict:
         result["tutorial_java_blas"].update(json.loads(java_blas_json.read_text()))
 
     result["ratios"] = ratios(result)
+    # Other work on the machine slows both sides; the load says how quiet it was.
+    result["load_average_before_after"] = [load_before, round(os.getloadavg()[0], 1)]
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return result
@@ -336,8 +339,9 @@ def markdown_table(results: list[dict]) -> str:
         "",
         "| size | ratings | reelhouse run (s) | ingest / build / train / evaluate / report (s) "
         "| ALS fit (s) | RMSE | peak MB (JVM + Python) | tutorial (s) | tutorial fit (s) "
-        "| tutorial RMSE | run ÷ tutorial | fit ÷ Spark fit | same-RMSE fit ÷ Spark fit |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| tutorial RMSE | run ÷ tutorial | fit ÷ Spark fit | same-RMSE fit ÷ Spark fit "
+        "| load before/after |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         p, t, ratio = r["pipeline"], r["tutorial"], r["ratios"]
@@ -350,7 +354,8 @@ def markdown_table(results: list[dict]) -> str:
             f"({p['peak_jvm_mb']:,} + {p['peak_python_mb']:,}) | {t['wall_seconds']:.0f} | "
             f"{t['seconds']['fit']:.1f} | {t['rmse']:.4f} | {ratio['pipeline_vs_tutorial']} | "
             f"{ratio['our_fit_vs_spark_default_fit']} | "
-            f"{matched if matched is not None else 'n/a'} |")
+            f"{matched if matched is not None else 'n/a'} | "
+            f"{' / '.join(str(x) for x in r.get('load_average_before_after', []))} |")
     pipeline_slope = slope([(r["ratings"], r["pipeline"]["wall_seconds"]) for r in results])
     tutorial_slope = slope([(r["ratings"], r["tutorial"]["wall_seconds"]) for r in results])
     if pipeline_slope is not None:
