@@ -77,14 +77,24 @@ def _descendants(root: int) -> list[int]:
 
 
 def _rss_and_kind(pid: int) -> tuple[int, str]:
-    """Resident bytes of a process and whether it is the JVM or Python."""
+    """Memory of a process and whether it is the JVM or Python. Proportional set size where
+    the kernel gives it: pyspark's worker processes are forks sharing their pages, and their
+    plain RSS summed counts the same pages many times."""
     try:
         with open(f"/proc/{pid}/status") as status:
             fields = dict(line.split(":", 1) for line in status if ":" in line)
     except OSError:
         return 0, "gone"
-    rss = int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
-    return rss, "jvm" if fields.get("Name", "").strip() == "java" else "python"
+    size = int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    size = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    return size, "jvm" if fields.get("Name", "").strip() == "java" else "python"
 
 
 class PeakMemory:
