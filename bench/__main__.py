@@ -25,7 +25,9 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -123,26 +125,60 @@ class PeakMemory:
         return {f"peak_{k}_mb": round(v / 2**20) for k, v in self.peak.items()}
 
 
-def measured(command: list[str], log: Path, env: dict | None = None) -> dict:
-    """Run a command to the end, its output to log; wall seconds, peak memory, exit code."""
+def measured(command: list[str], log: Path, env: dict | None = None,
+             time_limit: float | None = None) -> dict:
+    """Run a command to the end (or until time_limit seconds, then kill its whole process
+    group), its output to log; wall seconds, peak memory, exit code, whether it timed out."""
     started = time.monotonic()
     with open(log, "w") as out:
+        # Its own process group: a kill reaches the JVM that pyspark started under it.
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                   env={**os.environ, **(env or {})}, cwd=PROJECT_DIR)
+                                   env={**os.environ, **(env or {})}, cwd=PROJECT_DIR,
+                                   start_new_session=True)
         memory = PeakMemory(process.pid)
+        timed_out = False
         try:
-            code = process.wait()
-        except BaseException:  # an interrupted bench leaves no run behind (its JVM follows)
-            process.kill()
+            code = process.wait(timeout=time_limit)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(process)
+            code = process.returncode
+        except BaseException:  # an interrupted bench leaves no run behind
+            _kill_group(process)
             memory.stop()
             raise
     result = {"wall_seconds": round(time.monotonic() - started, 2), "exit_code": code,
-              **memory.stop(), "log": str(log)}
-    if code != 0:
+              "timed_out": timed_out, **memory.stop(), "log": str(log)}
+    if code != 0 and not timed_out:
         tail = log.read_text(errors="replace").strip().splitlines()[-5:]
         raise SystemExit(f"bench: {' '.join(command[:4])} ... failed ({code}):\n"
                          + "\n".join(tail))
     return result
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+STEP_DONE = re.compile(r"^reelhouse: (ingest|build|train|evaluate|report) done \(([\d.]+)s[,)]")
+
+
+def steps_from_log(log: Path) -> tuple[dict[str, float], str | None]:
+    """The seconds of each step a run finished, read from its progress lines, and the step
+    it was in when it stopped: what a timed-out run got through."""
+    seconds, current = {}, None
+    for line in log.read_text(errors="replace").splitlines():
+        if match := STEP_DONE.match(line):
+            seconds[match.group(1)] = float(match.group(2))
+            current = None
+        elif line.startswith("reelhouse: ") and line.endswith(" ...") and " " not in \
+                line[len("reelhouse: "):-4]:
+            current = line[len("reelhouse: "):-4]
+    return seconds, current
 
 
 def query(warehouse: Path, sql: str) -> list[dict]:
@@ -228,26 +264,36 @@ def bench_size(size: str, args) -> dict:
                      "--conf", "spark.eventLog.compress=false",  # plain JSON lines to read back
                      "--conf", "spark.eventLog.rolling.enabled=false",
                      "--conf", f"spark.eventLog.dir=file://{work / 'events'}"],
-        work / "run.log", env=env)
+        work / "run.log", env=env, time_limit=args.time_limit)
     result["pipeline"]["job_seconds"] = dict(
         list(job_seconds_by_description(work / "events").items())[:15])
-    summary = json.loads(summary_file.read_text())
-    result["pipeline"].update(step_seconds=summary["step_seconds"],
-                              rmse=summary["model"]["rmse"],
-                              fit_seconds=round(summary["model"]["fit_seconds"], 2),
-                              train_rows=summary["model"]["train_rows"])
-    result["rows"] = {table: summary["table_rows"].get(table) for table in (
-        "raw_ratings", "ratings", "ratings_split", "predictions", "recommendations",
-        "similar_movies")}
+    if result["pipeline"]["timed_out"]:
+        # What it got through: the steps it finished and the one it was in.
+        steps, stopped_in = steps_from_log(work / "run.log")
+        result["pipeline"].update(step_seconds=steps, stopped_in=stopped_in, rmse=None,
+                                  fit_seconds=None, train_rows=None)
+        result["rows"] = {}
+    else:
+        summary = json.loads(summary_file.read_text())
+        result["pipeline"].update(step_seconds=summary["step_seconds"],
+                                  rmse=summary["model"]["rmse"],
+                                  fit_seconds=round(summary["model"]["fit_seconds"], 2),
+                                  train_rows=summary["model"]["train_rows"])
+        result["rows"] = {table: summary["table_rows"].get(table) for table in (
+            "raw_ratings", "ratings", "ratings_split", "predictions", "recommendations",
+            "similar_movies")}
 
     print(f"bench {size}: tutorial-style script ...", file=sys.stderr)
     tutorial_json = work / "tutorial.json"
     result["tutorial"] = measured(
         [sys.executable, "-m", "bench.tutorial", str(data), "--result", str(tutorial_json),
-         "--driver-memory", DRIVER_MEMORY[size]], work / "tutorial.log")
-    result["tutorial"].update(json.loads(tutorial_json.read_text()))
+         "--driver-memory", DRIVER_MEMORY[size]], work / "tutorial.log",
+        time_limit=args.time_limit)
+    if not result["tutorial"]["timed_out"]:
+        result["tutorial"].update(json.loads(tutorial_json.read_text()))
 
-    if meta["num_ratings"] <= args.matched_max:
+    finished = not (result["pipeline"]["timed_out"] or result["tutorial"]["timed_out"])
+    if meta["num_ratings"] <= args.matched_max and finished:
         print(f"bench {size}: reelhouse train with Spark's ALS hyperparameters ...",
               file=sys.stderr)
         result["matched_fit"] = measured(
@@ -258,7 +304,7 @@ def bench_size(size: str, args) -> dict:
                                "order by started_at desc limit 1")[0]
         result["matched_fit"].update(rmse=row["rmse"], fit_seconds=round(row["fit_seconds"], 2))
 
-    if meta["num_ratings"] <= args.blas_max and native_blas():
+    if meta["num_ratings"] <= args.blas_max and native_blas() and finished:
         print(f"bench {size}: tutorial-style with native BLAS off ...", file=sys.stderr)
         java_blas_json = work / "tutorial-java-blas.json"
         result["tutorial_java_blas"] = measured(
@@ -277,7 +323,10 @@ def bench_size(size: str, args) -> dict:
 
 
 def ratios(result: dict) -> dict:
+    """Each ratio whose two sides both finished (a timed-out side has none)."""
     pipeline, tutorial = result["pipeline"], result["tutorial"]
+    if pipeline["timed_out"] or tutorial["timed_out"]:
+        return {}
     found = {"pipeline_vs_tutorial": round(pipeline["wall_seconds"] / tutorial["wall_seconds"], 2),
              "our_fit_vs_spark_default_fit": round(
                  pipeline["fit_seconds"] / tutorial["seconds"]["fit"], 2)}
@@ -306,7 +355,17 @@ def machine() -> dict:
     return {"cores": os.cpu_count(), "memory_gb": round(memory_kb / 2**20),
             "cpu": _cpu_model(), "os": platform.platform(),
             "java": java.splitlines()[0] if java else "?", "spark": pyspark.__version__,
-            "native_blas": native_blas()}
+            "native_blas": native_blas(), "code": _code_version()}
+
+
+def _code_version() -> str:
+    """The commit measured (with "+changes" when the working tree differs from it)."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=PROJECT_DIR)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def _cpu_model() -> str:
@@ -345,7 +404,8 @@ def markdown_table(results: list[dict]) -> str:
     m = results[-1]["machine"]
     lines = [
         f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB, {m['java']}, "
-        f"Spark {m['spark']}, native BLAS {'on' if m['native_blas'] else 'off'}.",
+        f"Spark {m['spark']}, native BLAS {'on' if m['native_blas'] else 'off'}"
+        + "; code " + ", ".join(sorted({r["machine"].get("code", "?") for r in results})) + ".",
         "",
         "| size | ratings | reelhouse run (s) | ingest / build / train / evaluate / report (s) "
         "| ALS fit (s) | RMSE | peak MB (JVM + Python) | tutorial (s) | tutorial fit (s) "
@@ -355,22 +415,25 @@ def markdown_table(results: list[dict]) -> str:
     ]
     for r in results:
         p, t, ratio = r["pipeline"], r["tutorial"], r["ratios"]
-        steps = " / ".join(f"{p['step_seconds'].get(s, 0):.0f}"
-                           for s in ("ingest", "build", "train", "evaluate", "report"))
-        matched = ratio.get("matched_fit_vs_spark_default_fit")
+        steps = " / ".join(_step(p, s) for s in ("ingest", "build", "train", "evaluate",
+                                                   "report"))
+        tutorial_fit = t.get("seconds", {}).get("fit")
         lines.append(
-            f"| {r['size']} | {r['ratings']:,} | {p['wall_seconds']:.0f} | {steps} | "
-            f"{p['fit_seconds']:.1f} | {p['rmse']:.4f} | {p['peak_total_mb']:,} "
-            f"({p['peak_jvm_mb']:,} + {p['peak_python_mb']:,}) | {t['wall_seconds']:.0f} | "
-            f"{t['seconds']['fit']:.1f} | {t['rmse']:.4f} | {ratio['pipeline_vs_tutorial']} | "
-            f"{ratio['our_fit_vs_spark_default_fit']} | "
-            f"{matched if matched is not None else 'n/a'} | "
+            f"| {r['size']} | {r['ratings']:,} | {_seconds(p)} | {steps} | "
+            f"{_number(p['fit_seconds'], '.1f')} | {_number(p['rmse'], '.4f')} | "
+            f"{p['peak_total_mb']:,} ({p['peak_jvm_mb']:,} + {p['peak_python_mb']:,}) | "
+            f"{_seconds(t)} | {_number(tutorial_fit, '.1f')} | "
+            f"{_number(t.get('rmse'), '.4f')} | {ratio.get('pipeline_vs_tutorial', 'n/a')} | "
+            f"{ratio.get('our_fit_vs_spark_default_fit', 'n/a')} | "
+            f"{ratio.get('matched_fit_vs_spark_default_fit', 'n/a')} | "
             f"{' / '.join(str(x) for x in r.get('load_average_before_after', []))} |")
-    pipeline_slope = slope([(r["ratings"], r["pipeline"]["wall_seconds"]) for r in results])
-    tutorial_slope = slope([(r["ratings"], r["tutorial"]["wall_seconds"]) for r in results])
+    finished = [r for r in results if not r["pipeline"].get("timed_out")
+                and not r["tutorial"].get("timed_out")]
+    pipeline_slope = slope([(r["ratings"], r["pipeline"]["wall_seconds"]) for r in finished])
+    tutorial_slope = slope([(r["ratings"], r["tutorial"]["wall_seconds"]) for r in finished])
     if pipeline_slope is not None:
-        lines += ["", f"Cost curve (seconds ∝ ratings^b, least squares over the sizes above): "
-                      f"reelhouse run b = {pipeline_slope:.2f}, tutorial b = "
+        lines += ["", f"Cost curve (seconds ∝ ratings^b, least squares over the sizes that "
+                      f"finished): reelhouse run b = {pipeline_slope:.2f}, tutorial b = "
                       f"{tutorial_slope:.2f} (b = 1 is linear)."]
     blas = [r for r in results if "native_blas_fit_vs_java_blas_fit" in r["ratios"]]
     for r in blas:
@@ -379,6 +442,24 @@ def markdown_table(results: list[dict]) -> str:
                      f"{r['tutorial_java_blas']['seconds']['fit']:.1f} s with Java BLAS "
                      f"(ratio {r['ratios']['native_blas_fit_vs_java_blas_fit']}).")
     return "\n".join(lines) + "\n"
+
+
+def _seconds(measurement: dict) -> str:
+    """Wall seconds; "> N (stopped in step)" for a run stopped at the time limit."""
+    if not measurement.get("timed_out"):
+        return f"{measurement['wall_seconds']:.0f}"
+    stopped_in = measurement.get("stopped_in")
+    return f"> {measurement['wall_seconds']:.0f}" + (f" (stopped in {stopped_in})"
+                                                     if stopped_in else " (stopped)")
+
+
+def _step(pipeline: dict, step: str) -> str:
+    seconds = pipeline["step_seconds"].get(step)
+    return "–" if seconds is None else f"{seconds:.0f}"
+
+
+def _number(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 TABLE_START, TABLE_END = "<!-- bench:table -->", "<!-- /bench:table -->"
@@ -402,6 +483,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="largest size also trained with Spark's hyperparameters")
     parser.add_argument("--blas-max", type=int, default=1_000_209,
                         help="largest size also timed with native BLAS off")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                        help="stop a run or tutorial script after this long and record the "
+                             "steps it finished (default: no limit)")
     parser.add_argument("--keep", action="store_true", help="keep the bench warehouses")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR,
                         help="folder for the JSON results (default bench/results)")
@@ -418,9 +502,9 @@ def main(argv: list[str] | None = None) -> None:
         result = bench_size(size, args)
         out = args.results / f"{datetime.now(UTC):%Y-%m-%d}-{size}.json"
         out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"bench {size}: run {result['pipeline']['wall_seconds']:.0f}s vs tutorial "
-              f"{result['tutorial']['wall_seconds']:.0f}s, ratios {result['ratios']} "
-              f"-> {out}", file=sys.stderr)
+        print(f"bench {size}: run {_seconds(result['pipeline'])} vs tutorial "
+              f"{_seconds(result['tutorial'])}, ratios {result['ratios']} -> {out}",
+              file=sys.stderr)
     if not args.no_readme and args.results == RESULTS_DIR:
         write_readme(latest_results())
 

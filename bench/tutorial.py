@@ -3,10 +3,10 @@
     .venv/bin/python -m bench.tutorial DATA_DIR [--result FILE]
 
 It does only what the notebooks do, with every Spark default left alone (200 shuffle
-partitions, ALS rank 10, maxIter 10, regParam 0.1, 10 user and 10 item blocks, no caching of
-our own): load ratings.csv with a schema, split 80/20, fit ALS, RMSE on the test rows
-(cold-start rows dropped), and top-10 recommendations for all users, computed in full and
-thrown away (Spark's `noop` sink) so nothing is skipped. Delta is not loaded: the tutorial
+partitions, ALS rank 10, maxIter 10, regParam 0.1, 10 user and 10 item blocks): load
+ratings.csv with a schema and cache it (so the fit is timed apart from the read), split
+80/20, fit ALS, RMSE on the test rows (cold-start rows dropped), and top-10
+recommendations for all users, computed in full and thrown away (Spark's `noop` sink) so nothing is skipped. Delta is not loaded: the tutorial
 does not use it. It prints one JSON line with its timings (and writes it to --result).
 """
 
@@ -41,9 +41,16 @@ def main(argv: list[str] | None = None) -> dict:
     spark.sparkContext.setLogLevel("ERROR")
     seconds = {"spark_start": time.monotonic() - PROCESS_STARTED}
 
+    # The CSV is read and cached apart from the fit, so "fit" times ALS alone, as our own fit
+    # time (which starts from cached rows) does; many notebooks cache here too.
     clock = time.monotonic()
     ratings = spark.read.csv(f"{args.data}/ratings.csv", header=True,
                              schema="userId int, movieId int, rating float, timestamp long")
+    ratings = ratings.cache()
+    ratings.count()
+    seconds["load"] = time.monotonic() - clock
+
+    clock = time.monotonic()
     train, test = ratings.randomSplit([0.8, 0.2], seed=SEED)
 
     als = ALS(userCol="userId", itemCol="movieId", ratingCol="rating",
