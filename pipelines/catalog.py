@@ -220,13 +220,40 @@ def version_of(spark, qualified_name: str) -> int | None:
 
 
 def table_property(spark, settings: Settings, table: str, key: str) -> str | None:
+    """One of the table's properties (TBLPROPERTIES), or None when it has no such property
+    or there is no table."""
+    properties = _properties_from_log(spark, settings.table_location(check_identifier(table)))
+    if properties is not None:
+        return properties.get(key)
     from delta.tables import DeltaTable
 
-    try:
+    try:  # the metadata is only in a checkpoint: DESCRIBE DETAIL (Spark jobs)
         detail = DeltaTable.forName(spark, qualified(settings, table)).detail().first()
     except Exception:
         return None
     return (detail["properties"] or {}).get(key)
+
+
+def _properties_from_log(spark, location: str) -> dict[str, str] | None:
+    """The table's properties from the newest metaData action in its commit files, read
+    newest first: every replace and property change writes one, so it is almost always in
+    the newest file or two. DESCRIBE DETAIL would cost two Spark jobs per model build. {} when
+    there is no table; None when the commit files that remain hold no metaData (older ones
+    were cleaned up after a checkpoint)."""
+    log, fs = _fs_path(spark, f"{location}/_delta_log")
+    if not fs.exists(log):
+        return {}
+    versions = sorted((int(m.group(1)), status.getPath()) for status in fs.listStatus(log)
+                      if (m := _COMMIT_FILE.match(status.getPath().getName())))
+    expected = versions[-1][0] if versions else None
+    for version, path in reversed(versions):
+        if version != expected:
+            return None  # a gap: the metadata may be in a file that is gone
+        for line in _read_file(spark, path).splitlines():
+            if line.startswith('{"metaData"'):
+                return json.loads(line)["metaData"].get("configuration") or {}
+        expected -= 1
+    return None if versions else {}
 
 
 def set_table_property(spark, settings: Settings, table: str, key: str, value: str) -> None:

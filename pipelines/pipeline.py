@@ -18,7 +18,6 @@ from pipelines import catalog, evaluate, ingest, progress, report, runner, train
 from pipelines.settings import STEPS, Settings
 
 DEFAULT_SYNTHETIC_RATINGS = 100_000
-TRAINING_INPUTS = {"ratings", "ratings_split", "movie_stats", "movies"}
 RUNS_SCHEMA = ("run_id string, started_at timestamp, finished_at timestamp, status string, "
                "data_dir string, step_seconds map<string, double>, row_counts map<string, bigint>, "
                "models_rebuilt array<string>, error_message string")
@@ -77,14 +76,18 @@ def record_abandoned_run(spark, settings: Settings, holder: dict) -> None:
         "started_at": datetime.fromisoformat(started).replace(tzinfo=None) if started else None,
         "finished_at": None, "step_seconds": {}, "row_counts": {}, "models_rebuilt": [],
         "error_message": f"process {holder.get('pid')} on {holder.get('host')} ended without "
-                         "finishing; its changes were rolled back or never committed"})
+                         "finishing; each table it committed is whole, the next run did the "
+                         "rest"})
 
 
-def needs_training(spark, settings: Settings, models_rebuilt: list[str]) -> bool:
-    """Train unless a model run exists and none of the tables training reads was rebuilt."""
-    if not catalog.table_exists(spark, settings, "model_runs"):
+def needs_training(spark, settings: Settings) -> bool:
+    """Train unless the latest model run read exactly the input versions there are now. What
+    this run rebuilt is not enough to go by: a run killed after its build committed new
+    inputs, but before training, leaves the next run nothing to rebuild."""
+    latest = train.latest_run(spark, settings)
+    if latest is None:
         return True
-    return bool(set(models_rebuilt) & TRAINING_INPUTS)
+    return dict(latest.input_versions or {}) != train.input_versions(spark, settings)
 
 
 def run_pipeline(spark, settings: Settings, data_dir: Path, run_id: str,
@@ -119,7 +122,7 @@ def run_pipeline(spark, settings: Settings, data_dir: Path, run_id: str,
                     "build", lambda: evaluate.build_warehouse_models(spark, project, selectors,
                                                                      force=force))
             if "train" in steps:
-                if force or needs_training(spark, settings, row["models_rebuilt"]):
+                if force or needs_training(spark, settings):
                     timed("train", lambda: train.train(spark, settings))
                 else:
                     progress.say("train skipped: its inputs are unchanged since the last model "

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from pipelines import catalog, ingest, runner, serve
+from pipelines import catalog, ingest, pipeline, runner, serve
 from pipelines.errors import ReelhouseError
 
 from .test_ingest import latest_folder
@@ -234,6 +234,9 @@ def test_a_replaced_ratings_file_updates_and_deletes_exactly_its_rows(spark, ser
     assert_ratings_is_a_full_rebuild(spark, settings)
     assert query(port, "select rating from movielens.ratings where user_id = 9001") == [(2.0,)]
     assert query(port, "select count(*) from movielens.ratings") == [(num_ratings + 1,)]
+    # Inputs changed with no train after them (as when a run is killed between build and
+    # train): the next run must train, though it will have nothing left to rebuild.
+    assert pipeline.needs_training(spark, settings)
 
 
 def test_sigterm_stops_the_server_cleanly(server):
