@@ -385,7 +385,12 @@ def _test_target(project: Project, to: str) -> str:
     raise ReelhouseError(f"relationships test target {to!r} must be ref('model') or source().")
 
 
-def _one_test(project: Project, table: str, column: str | None, spec) -> DataTest:
+def _one_test(project: Project, table: str, column: str | None, spec,
+              relation: str | None = None) -> DataTest:
+    """One YAML test as a query returning its failing rows. It reads `relation` (default the
+    table itself): the runner points it at the rows about to be written."""
+    table_label = table.split(".")[-1]
+    table = relation or table
     kind, args = (spec, {}) if isinstance(spec, str) else next(iter(spec.items()))
     args = dict(args or {})
     severity = args.pop("severity", "error")
@@ -422,26 +427,28 @@ def _one_test(project: Project, table: str, column: str | None, spec) -> DataTes
         sql = f"select * from {table} where not coalesce(({expression}), false)"
     else:
         raise ReelhouseError(f"Unknown data test {kind!r} on {table}.")
-    label = f"{kind}({table.split('.')[-1]}{'.' + column if column else ''})"
+    label = f"{kind}({table_label}{'.' + column if column else ''})"
     return DataTest(name=label, sql=sql, severity=severity, message=args.get("message"))
 
 
-def data_tests(project: Project, model: Model) -> list[DataTest]:
+def data_tests(project: Project, model: Model, relation: str | None = None) -> list[DataTest]:
+    """The model's YAML tests, reading its table or, if given, another relation holding the
+    rows the table is about to get."""
     table = f"{project.settings.schema}.{model.name}"
     tests = []
     for column in model.doc.get("columns", []):
         for spec in column.get("data_tests", column.get("tests", [])) or []:
-            tests.append(_one_test(project, table, column["name"], spec))
+            tests.append(_one_test(project, table, column["name"], spec, relation))
     for spec in model.doc.get("data_tests", model.doc.get("tests", [])) or []:
-        tests.append(_one_test(project, table, None, spec))
+        tests.append(_one_test(project, table, None, spec, relation))
     return tests
 
 
-def run_tests(spark, project: Project, model: Model) -> list[str]:
+def run_tests(spark, project: Project, model: Model, relation: str | None = None) -> list[str]:
     """Run a model's data tests; returns the failures of severity error (warnings are printed).
     All of a model's tests are counted in one Spark job (a union of their failing rows), so a
     model with ten tests costs one pass, not ten; samples are fetched only for failures."""
-    tests = data_tests(project, model)
+    tests = data_tests(project, model, relation)
     if not tests:
         return []
     union = "\nunion all\n".join(f"select {index} as test_index from ({test.sql})"
@@ -597,7 +604,6 @@ def _build_one(spark, project: Project, name: str, force: bool) -> str | None:
     try:
         if not _materialise(spark, project, model, force):
             return None
-        failures = run_tests(spark, project, model)
     except ReelhouseError:
         raise
     except Exception as exc:  # Spark's analysis or runtime error: one line says it
@@ -606,22 +612,25 @@ def _build_one(spark, project: Project, name: str, force: bool) -> str | None:
             f"{spark_message(exc)}") from exc
     finally:
         spark.sparkContext.setJobDescription(None)
-    if failures:
-        raise ReelhouseError(
-            f"Data tests failed on {settings.schema}.{name}: {'; '.join(failures)}. "
-            "The build was rolled back.")
     rows = catalog.rows_in_last_commit(spark, settings, name)
     rows = f", {rows:,} rows" if rows is not None and model.materialized != "view" else ""
     return f"ok ({time.monotonic() - started:.1f}s{rows})"
 
 
 def _materialise(spark, project: Project, model: Model, force: bool = False) -> bool:
-    """Build one model; False when it was up to date and nothing was written."""
+    """Build and test one model; False when it was up to date and nothing was written.
+
+    A table's rows are computed once, kept in memory (spilling to disk), tested, and only
+    then written: a failing test leaves the table as it was, with nothing to roll back, and
+    the tests read those rows from memory instead of the new Delta version (several Spark
+    jobs per model fewer). Views, and incremental models that keep rows their query does not
+    return, are tested after they are written, where their full contents are."""
     settings = project.settings
     column_comments = {c: d.get("description") for c, d in model.column_docs.items()}
     if model.materialized == "view":
         catalog.create_view(spark, settings, model.name, _render(project, model),
                             model.description)
+        _check(settings, model, run_tests(spark, project, model), written=True)
         return True
     exists = catalog.table_exists(spark, settings, model.name)
     incremental = model.materialized == "incremental" and exists
@@ -630,14 +639,47 @@ def _materialise(spark, project: Project, model: Model, force: bool = False) -> 
     last_built_from = catalog.table_property(spark, settings, model.name, FINGERPRINT)
     if exists and not force and last_built_from == built_from:
         return False
-    df = spark.sql(sql)
     by_source = model.config.get("not_matched_by_source_action")
     if by_source not in (None, "delete"):
         raise ReelhouseError(f"Model {model.name}: not_matched_by_source_action can only be "
                              f"'delete', not {by_source!r}.")
+    df = spark.sql(sql)
     if incremental and by_source == "delete" and _columns(df) != _columns(
             spark.table(f"{settings.schema}.{model.name}")):
         incremental = False  # its query is the whole table: a changed schema is a rebuild
+    # The table will hold exactly the query's rows unless a MERGE keeps rows it lacks.
+    test_first = not incremental or by_source == "delete"
+    candidate = f"__reelhouse_candidate_{model.name}"
+    if test_first:
+        from pyspark import StorageLevel
+
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        df.createOrReplaceTempView(candidate)
+    try:
+        if test_first:
+            _check(settings, model, run_tests(spark, project, model, relation=candidate),
+                   written=False)
+        _write(spark, project, model, df, incremental, by_source, column_comments,
+               built_from, last_built_from)
+    finally:
+        if test_first:
+            spark.catalog.dropTempView(candidate)
+            df.unpersist()
+    if not test_first:
+        _check(settings, model, run_tests(spark, project, model), written=True)
+    return True
+
+
+def _check(settings: Settings, model: Model, failures: list[str], written: bool) -> None:
+    if failures:
+        raise ReelhouseError(
+            f"Data tests failed on {settings.schema}.{model.name}: {'; '.join(failures)}. "
+            + ("The build was rolled back." if written else "Nothing was written."))
+
+
+def _write(spark, project: Project, model: Model, df, incremental: bool, by_source: str | None,
+           column_comments: dict, built_from: str, last_built_from: str | None) -> None:
+    settings = project.settings
     if incremental:
         keys = model.config["unique_key"]
         keys = [keys] if isinstance(keys, str) else list(keys)
@@ -654,7 +696,6 @@ def _materialise(spark, project: Project, model: Model, force: bool = False) -> 
         properties = {**model.config.get("tblproperties", {}), FINGERPRINT: built_from}
         catalog.replace_table(spark, settings, df, model.name, model.description,
                               column_comments, partition_by, properties)
-    return True
 
 
 def _columns(df) -> list[tuple]:

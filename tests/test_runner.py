@@ -103,9 +103,10 @@ models:
     assert spark.sql("select count(*) from movielens.odd_numbers").first()[0] == 5
 
 
-def test_a_failing_data_test_fails_the_build_and_rolls_it_back(spark, tmp_path, new_warehouse,
-                                                              capsys):
-    models = {"scores": "select id as score from range({{ var('rows', 3) }})"}
+def test_a_failing_data_test_writes_nothing_and_rolls_back_the_models_built_before(
+        spark, tmp_path, new_warehouse, capsys):
+    models = {"ids": "select id from range({{ var('rows', 3) }})",
+              "scores": "select id as score from {{ ref('ids') }}"}
     yml = """
 models:
   - name: scores
@@ -118,15 +119,19 @@ models:
     sql = project_dir(tmp_path, models, yml)
     settings = with_sql(new_warehouse(), sql)
     runner.build(spark, runner.load_project(settings))
-    version = catalog.current_version(spark, settings, "scores")
+    versions = {t: catalog.current_version(spark, settings, t) for t in ("ids", "scores")}
 
     project = runner.load_project(settings, cli_vars={"rows": 8})
-    with pytest.raises(ReelhouseError, match=r"accepted_range\(scores.score\) \(3 rows\)"):
+    with pytest.raises(ReelhouseError, match=r"accepted_range\(scores.score\) \(3 rows\)\. "
+                                             r"Nothing was written"):
         runner.build(spark, project)
     assert "3 failing rows" in capsys.readouterr().err
-    # The table is back at the version before the failed build, with the old rows.
-    assert catalog.current_version(spark, settings, "scores") > version
-    assert spark.sql("select count(*) from movielens.scores").first()[0] == 3
+    # scores was tested before it was written: no new version at all.
+    assert catalog.current_version(spark, settings, "scores") == versions["scores"]
+    # ids, built (8 rows) before scores failed, was put back: a RESTORE commit, 3 rows again.
+    assert catalog.current_version(spark, settings, "ids") > versions["ids"]
+    for table in ("ids", "scores"):
+        assert spark.sql(f"select count(*) from movielens.{table}").first()[0] == 3
 
 
 def test_an_incremental_model_run_twice_leaves_the_same_rows(spark, tmp_path, new_warehouse):
