@@ -601,6 +601,7 @@ def _build_one(spark, project: Project, name: str, force: bool) -> str | None:
     started = time.monotonic()
     # Spark jobs carry the model's name: the UI and event log show where the time goes.
     spark.sparkContext.setJobDescription(f"model {settings.schema}.{name}")
+    spark.sparkContext.setLocalProperty("spark.scheduler.pool", name)  # see session.py
     try:
         if not _materialise(spark, project, model, force):
             return None
@@ -612,6 +613,7 @@ def _build_one(spark, project: Project, name: str, force: bool) -> str | None:
             f"{spark_message(exc)}") from exc
     finally:
         spark.sparkContext.setJobDescription(None)
+        spark.sparkContext.setLocalProperty("spark.scheduler.pool", None)
     rows = catalog.rows_in_last_commit(spark, settings, name)
     rows = f", {rows:,} rows" if rows is not None and model.materialized != "view" else ""
     return f"ok ({time.monotonic() - started:.1f}s{rows})"
