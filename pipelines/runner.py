@@ -544,6 +544,11 @@ def build(spark, project: Project, selectors: list[str] | None = None,
     settings = project.settings
     names = project.select(selectors)
     waits_for = dependencies(project, names)
+    # Of the models ready to start, the one with the most models downstream goes first, so the
+    # long chain (ratings -> ratings_split -> the stats) is not queued behind a leaf such as
+    # rejected_lines (at 10M ratings ratings waited 350 s for a thread that way).
+    children = project.children()
+    downstream = {name: len(project._walk(name, lambda n: children[n])) for name in names}
     before: dict[str, int | None] = {}
     finished: list[str] = []
     rebuilt: list[str] = []
@@ -554,7 +559,8 @@ def build(spark, project: Project, selectors: list[str] | None = None,
                               thread_name_prefix="reelhouse-model")
     try:
         while pending or running:
-            ready = [name for name in pending if waits_for[name] <= set(finished)]
+            ready = sorted((name for name in pending if waits_for[name] <= set(finished)),
+                           key=lambda name: -downstream[name])
             for name in ready if failure is None else []:
                 if len(running) >= settings.threads:
                     break
