@@ -47,8 +47,8 @@ ranked_ratings as (
         end as kept_line_number
     from staged_ratings
     window pair_latest_first as (
-        -- rejected lines get a partition of their own (is_rejected), so they never outrank a
-        -- good line; their rank is then dropped above
+        -- rejected lines are ranked apart from good ones, so they never outrank a good line;
+        -- their rank is dropped above
         partition by reject_reason is not null, user_id, movie_id
         order by {{ rating_winner_order() }}
     )
@@ -58,7 +58,6 @@ select
     dataset_format,
     source_file,
     line_number,
-    case when pair_rank = 1 then null else raw_line end as raw_line,
     user_id,
     movie_id,
     rating,
@@ -66,5 +65,6 @@ select
     reject_reason,
     pair_rank,
     kept_source_file,
-    kept_line_number
+    kept_line_number,
+    case when pair_rank = 1 then null else raw_line end as raw_line
 from ranked_ratings
