@@ -365,7 +365,10 @@ def _code_version() -> str:
         return done.stdout.strip() if done.returncode == 0 else ""
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    # The bench's own results files do not count as changes to the code measured.
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                  ":(exclude)bench/results")
+    return commit + ("+changes" if changed else "")
 
 
 def _cpu_model() -> str:
