@@ -15,7 +15,7 @@ For each size it generates a synthetic MovieLens-shaped dataset (cached under
 Every process is sampled for peak resident memory (JVM and Python apart). Results go to
 bench/results/<date>-<size>.json; bench/README.md's table is rewritten from the newest result
 of each size. Ratios are against the tutorial run in the same bench run, never against a
-stored number. Not a test: it takes minutes (the 25M size about half an hour on 2 cores).
+stored number. Not a test: it takes minutes to hours (25M: pass --time-limit).
 """
 
 from __future__ import annotations
