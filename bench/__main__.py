@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipelines.generate import generate_dataset
-from pipelines.settings import PROJECT_DIR
+from pipelines.settings import PROJECT_DIR, STEPS
 
 BENCH_DIR = PROJECT_DIR / "bench"
 RESULTS_DIR = BENCH_DIR / "results"
@@ -164,7 +164,7 @@ def _kill_group(process: subprocess.Popen) -> None:
     process.wait()
 
 
-STEP_DONE = re.compile(r"^reelhouse: (ingest|build|train|evaluate|report) done \(([\d.]+)s[,)]")
+STEP_DONE = re.compile(rf"^reelhouse: ({'|'.join(STEPS)}) done \(([\d.]+)s[,)]")
 
 
 def steps_from_log(log: Path) -> tuple[dict[str, float], str | None]:
@@ -418,8 +418,7 @@ def markdown_table(results: list[dict]) -> str:
     ]
     for r in results:
         p, t, ratio = r["pipeline"], r["tutorial"], r["ratios"]
-        steps = " / ".join(_step(p, s) for s in ("ingest", "build", "train", "evaluate",
-                                                   "report"))
+        steps = " / ".join(_step(p, step) for step in STEPS)
         tutorial_fit = t.get("seconds", {}).get("fit")
         lines.append(
             f"| {r['size']} | {r['ratings']:,} | {_seconds(p)} | {steps} | "
