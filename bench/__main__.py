@@ -15,7 +15,7 @@ For each size it generates a synthetic MovieLens-shaped dataset (cached under
 Every process is sampled for peak resident memory (JVM and Python apart). Results go to
 bench/results/<date>-<size>.json; bench/README.md's table is rewritten from the newest result
 of each size. Ratios are against the tutorial run in the same bench run, never against a
-stored number. Not a test: it takes minutes (the 25M size about half an hour on 2 cores).
+stored number. Not a test: it takes minutes to hours (25M: pass --time-limit).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipelines.generate import generate_dataset
-from pipelines.settings import PROJECT_DIR
+from pipelines.settings import PROJECT_DIR, STEPS
 
 BENCH_DIR = PROJECT_DIR / "bench"
 RESULTS_DIR = BENCH_DIR / "results"
@@ -164,7 +164,7 @@ def _kill_group(process: subprocess.Popen) -> None:
     process.wait()
 
 
-STEP_DONE = re.compile(r"^reelhouse: (ingest|build|train|evaluate|report) done \(([\d.]+)s[,)]")
+STEP_DONE = re.compile(rf"^reelhouse: ({'|'.join(STEPS)}) done \(([\d.]+)s[,)]")
 
 
 def steps_from_log(log: Path) -> tuple[dict[str, float], str | None]:
@@ -365,7 +365,10 @@ def _code_version() -> str:
         return done.stdout.strip() if done.returncode == 0 else ""
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    # The bench's own results files do not count as changes to the code measured.
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                  ":(exclude)bench/results")
+    return commit + ("+changes" if changed else "")
 
 
 def _cpu_model() -> str:
@@ -415,8 +418,7 @@ def markdown_table(results: list[dict]) -> str:
     ]
     for r in results:
         p, t, ratio = r["pipeline"], r["tutorial"], r["ratios"]
-        steps = " / ".join(_step(p, s) for s in ("ingest", "build", "train", "evaluate",
-                                                   "report"))
+        steps = " / ".join(_step(p, step) for step in STEPS)
         tutorial_fit = t.get("seconds", {}).get("fit")
         lines.append(
             f"| {r['size']} | {r['ratings']:,} | {_seconds(p)} | {steps} | "

@@ -6,8 +6,9 @@ It does only what the notebooks do, with every Spark default left alone (200 shu
 partitions, ALS rank 10, maxIter 10, regParam 0.1, 10 user and 10 item blocks): load
 ratings.csv with a schema and cache it (so the fit is timed apart from the read), split
 80/20, fit ALS, RMSE on the test rows (cold-start rows dropped), and top-10
-recommendations for all users, computed in full and thrown away (Spark's `noop` sink) so nothing is skipped. Delta is not loaded: the tutorial
-does not use it. It prints one JSON line with its timings (and writes it to --result).
+recommendations for all users, computed in full and thrown away (Spark's `noop` sink) so
+nothing is skipped. Delta is not loaded: the tutorial does not use it. It prints one JSON
+line with its timings (and writes it to --result).
 """
 
 from __future__ import annotations

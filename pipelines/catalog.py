@@ -188,19 +188,22 @@ def current_version(spark, settings: Settings, table: str) -> int | None:
 _COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
 
 
+def _commit_files(spark, location: str) -> list[tuple[int, object]]:
+    """A Delta table's commit files (NNN.json) as (version, path), oldest first; [] when there
+    is no table. A listing: no Spark job."""
+    log, fs = _fs_path(spark, f"{location}/_delta_log")
+    if not fs.exists(log):
+        return []
+    return sorted((int(match.group(1)), status.getPath()) for status in fs.listStatus(log)
+                  if (match := _COMMIT_FILE.match(status.getPath().getName())))
+
+
 def _latest_commit_file(spark, location: str):
     """The newest commit file in a Delta table's log, or None. Every commit writes one
     NNN.json and log cleanup only removes old ones, so the newest names the table's version:
     a listing, where DESCRIBE HISTORY costs a Spark job."""
-    log, fs = _fs_path(spark, f"{location}/_delta_log")
-    if not fs.exists(log):
-        return None
-    newest = None
-    for status in fs.listStatus(log):
-        match = _COMMIT_FILE.match(status.getPath().getName())
-        if match and (newest is None or int(match.group(1)) > newest[0]):
-            newest = (int(match.group(1)), status.getPath())
-    return newest
+    commits = _commit_files(spark, location)
+    return commits[-1] if commits else None
 
 
 def delta_version(spark, location: str) -> int | None:
@@ -240,20 +243,18 @@ def _properties_from_log(spark, location: str) -> dict[str, str] | None:
     the newest file or two. DESCRIBE DETAIL would cost two Spark jobs per model build. {} when
     there is no table; None when the commit files that remain hold no metaData (older ones
     were cleaned up after a checkpoint)."""
-    log, fs = _fs_path(spark, f"{location}/_delta_log")
-    if not fs.exists(log):
+    commits = _commit_files(spark, location)
+    if not commits:
         return {}
-    versions = sorted((int(m.group(1)), status.getPath()) for status in fs.listStatus(log)
-                      if (m := _COMMIT_FILE.match(status.getPath().getName())))
-    expected = versions[-1][0] if versions else None
-    for version, path in reversed(versions):
+    expected = commits[-1][0]
+    for version, path in reversed(commits):
         if version != expected:
             return None  # a gap: the metadata may be in a file that is gone
         for line in _read_file(spark, path).splitlines():
             if line.startswith('{"metaData"'):
                 return json.loads(line)["metaData"].get("configuration") or {}
         expected -= 1
-    return None if versions else {}
+    return None
 
 
 def set_table_property(spark, settings: Settings, table: str, key: str, value: str) -> None:

@@ -112,8 +112,8 @@ def _number(name: str, value, low: float) -> None:
 # --- inputs ------------------------------------------------------------------------------------
 
 def input_versions(spark, settings: Settings) -> dict[str, int]:
-    """The Delta version of each input table now; training reads exactly these versions."""
-    catalog.register_warehouse(spark, settings)
+    """The Delta version of each input table now, read from the log listings (no Spark job);
+    training reads exactly these versions."""
     versions = {}
     for table in INPUT_TABLES:
         version = catalog.current_version(spark, settings, table)
@@ -504,6 +504,7 @@ def _publish(spark, settings: Settings, df, table: str, comment: str) -> int:
 def train(spark, settings: Settings, params: TrainParams | None = None) -> str:
     """Fit, publish every output table, record the run; returns its run_id."""
     params = (params or TrainParams()).validated()
+    catalog.register_warehouse(spark, settings)  # the inputs are read by name
     versions = input_versions(spark, settings)
     before = recover_interrupted(spark, settings)
     started_at = datetime.now(UTC)
@@ -715,6 +716,7 @@ def tune(spark, settings: Settings, grid: TuneGrid | None = None) -> str:
     run `parallelism` at a time, each a Spark job submitted from its own thread."""
     grid = grid or TuneGrid()
     trials = grid.trials()
+    catalog.register_warehouse(spark, settings)  # the inputs are read by name
     versions = input_versions(spark, settings)
     tuned_at = datetime.now(UTC)
     tune_id = new_run_id(tuned_at)
