@@ -489,7 +489,6 @@ def _literal(value) -> str:
 def _publish(spark, settings: Settings, df, table: str, comment: str) -> int:
     """Replace an output table in one Delta commit; returns the version written."""
     spark.sparkContext.setJobDescription(f"write {catalog.qualified(settings, table)}")
-    spark.sparkContext.setLocalProperty("spark.scheduler.pool", table)  # see session.py
     try:
         with progress.step(f"write {catalog.qualified(settings, table)}") as step:
             catalog.replace_table(spark, settings, df, table, comment)
@@ -497,7 +496,6 @@ def _publish(spark, settings: Settings, df, table: str, comment: str) -> int:
             step["result"] = f"{rows:,} rows" if rows is not None else ""
     finally:
         spark.sparkContext.setJobDescription(None)
-        spark.sparkContext.setLocalProperty("spark.scheduler.pool", None)
     return catalog.current_version(spark, settings, table)
 
 
