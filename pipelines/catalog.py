@@ -143,9 +143,12 @@ def put_back_views(spark, settings: Settings, views: dict[str, str]) -> None:
     """Make the stored view definitions exactly `views` again (after a failed run)."""
     for name in set(stored_views(spark, settings)) - set(views):
         delete_path(spark, f"{settings.views_location}/{name}.sql")
+        delete_path(spark, f"{settings.views_location}/{name}.fingerprint")
         spark.sql(f"drop view if exists {settings.schema}.{name}")
     for name, sql in views.items():
         _write_text_file(spark, f"{settings.views_location}/{name}.sql", sql)
+    for name in views:  # the put-back views were not tested in this state
+        delete_path(spark, f"{settings.views_location}/{name}.fingerprint")
 
 
 def view_order(settings: Settings, views: dict[str, str]) -> list[str]:
@@ -401,8 +404,21 @@ def create_view(spark, settings: Settings, view: str, select_sql: str,
     if fs.exists(log):
         raise ReelhouseError(
             f"{name} is a table: drop it before building it as a view.")
+    # No fingerprint until the view's tests pass (set_view_fingerprint): a run killed before
+    # then tests the view again.
+    delete_path(spark, f"{settings.views_location}/{view}.fingerprint")
     spark.sql(f"create or replace view {name} {comment_clause} as {select_sql}")
     _write_text_file(spark, f"{settings.views_location}/{view}.sql", select_sql)
+
+
+def view_fingerprint(spark, settings: Settings, view: str) -> str | None:
+    """What the view was last built and tested from (runner.fingerprint), or None."""
+    path, fs = _fs_path(spark, f"{settings.views_location}/{view}.fingerprint")
+    return _read_file(spark, path) if fs.exists(path) else None
+
+
+def set_view_fingerprint(spark, settings: Settings, view: str, value: str) -> None:
+    _write_text_file(spark, f"{settings.views_location}/{view}.fingerprint", value)
 
 
 # --- functions -----------------------------------------------------------------------------

@@ -61,6 +61,12 @@ def spark_config(settings: Settings, jars: list[Path]) -> dict[str, str]:
         "spark.databricks.delta.snapshotPartitions": "1" if settings.is_local else partitions,
         "spark.driver.extraJavaOptions": java_options,
         "spark.executor.extraJavaOptions": java_options,
+        # Models build side by side on threads (runner.build); each thread's jobs go to a
+        # pool of their own, and FAIR shares the cores between pools, so a model's small jobs
+        # (Delta log reads, commits) are not queued behind another model's big scan. Train's
+        # output writes stay in the default pool, first come first served: side by side in
+        # pools of their own they took 360 s at 10M ratings against 276 s.
+        "spark.scheduler.mode": "FAIR",
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.showConsoleProgress": "true" if sys.stderr.isatty() else "false",
         "spark.pyspark.python": sys.executable,

@@ -196,9 +196,18 @@ def test_a_table_whose_inputs_did_not_change_is_not_rebuilt(spark, tmp_path, new
     assert set(runner.build(spark, runner.load_project(settings))) == {
         "base", "base_view", "derived"}
     version = catalog.current_version(spark, settings, "derived")
-    # Nothing changed: the tables keep their versions (views are always recreated, cheaply).
-    assert runner.build(spark, runner.load_project(settings)) == ["base_view"]
+    # Nothing changed: nothing is rebuilt, views included (their tests do not run again).
+    assert runner.build(spark, runner.load_project(settings)) == []
     assert catalog.current_version(spark, settings, "derived") == version
+    # A changed view changes what derived reads, though no table it reads has a new version.
+    (sql / "models" / "base_view.sql").write_text(
+        "{{ config(materialized='view') }}\nselect id from {{ ref('base') }} where id > 0")
+    assert runner.build(spark, runner.load_project(settings)) == ["base_view", "derived"]
+    assert spark.sql("select n from movielens.derived").first().n == 2
+    (sql / "models" / "base_view.sql").write_text(
+        "{{ config(materialized='view') }}\nselect id from {{ ref('base') }}")
+    assert runner.build(spark, runner.load_project(settings)) == ["base_view", "derived"]
+    version = catalog.current_version(spark, settings, "derived")
     # A changed var changes base's SQL; derived reads base through the view, so it rebuilds too.
     rebuilt = runner.build(spark, runner.load_project(settings, cli_vars={"rows": 4}))
     assert rebuilt == ["base", "base_view", "derived"]

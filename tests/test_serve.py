@@ -225,7 +225,7 @@ def test_a_replaced_ratings_file_updates_and_deletes_exactly_its_rows(spark, ser
         "userId,movieId,rating,timestamp\n9001,1,2.0,1700000100\n")
     catalog.register_warehouse(spark, settings)
     ingest.ingest_dataset(spark, settings, folder)
-    runner.build(spark, runner.load_project(settings, folders=("models",)), ["ratings"])
+    runner.build(spark, runner.load_project(settings, folders=("models",)), ["+ratings"])
     merged = last_ratings_merge(spark, settings)
     # (The file the late rows were in goes, both its rows having changed: removed, not copied.)
     assert {key: merged[key] for key in MERGE_METRICS[:4]} == {

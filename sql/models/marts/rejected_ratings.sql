@@ -4,7 +4,7 @@
 -- rejected, plus repeated (user, movie) pairs, of which only the latest rating is kept.
 -- count(ratings) + count(rejected_ratings) = lines in the ratings file(s).
 
-with staged_ratings as (
+with ranked_ratings as (
     select
         dataset_format,
         source_file,
@@ -14,8 +14,12 @@ with staged_ratings as (
         movie_id,
         rating,
         rated_at,
-        reject_reason
-    from {{ ref('stg_movielens__ratings') }}
+        reject_reason,
+        pair_rank,
+        kept_source_file,
+        kept_line_number
+    from {{ ref('int_ratings_ranked') }}
+    where reject_reason is not null or pair_rank > 1
 ),
 
 unparsable_ratings as (
@@ -31,28 +35,8 @@ unparsable_ratings as (
         reject_reason as reason,
         cast(null as string) as kept_source_file,
         cast(null as bigint) as kept_line_number
-    from staged_ratings
+    from ranked_ratings
     where reject_reason is not null
-),
-
-ranked_ratings as (
-    select
-        dataset_format,
-        source_file,
-        line_number,
-        raw_line,
-        user_id,
-        movie_id,
-        rating,
-        rated_at,
-        row_number() over pair_latest_first as pair_rank,
-        first_value(source_file) over pair_latest_first as kept_source_file,
-        first_value(line_number) over pair_latest_first as kept_line_number
-    from staged_ratings
-    where reject_reason is null
-    window pair_latest_first as (
-        partition by user_id, movie_id order by {{ rating_winner_order() }}
-    )
 ),
 
 duplicate_ratings as (
