@@ -130,7 +130,8 @@ def run_pipeline(spark, settings: Settings, data_dir: Path, run_id: str,
             if "evaluate" in steps:
                 timed("evaluate", lambda: evaluate.evaluate(spark, settings, cli_vars, force=force))
             if "report" in steps:  # writes target/report/report.html; changes no table
-                timed("report", lambda: report.write_report(spark, settings))
+                timed("report", lambda: report.write_report(spark, settings,
+                                                            only_if_changed=not force))
         row["status"] = "succeeded"
     except BaseException as exc:
         row["status"] = "failed"

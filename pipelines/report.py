@@ -13,6 +13,7 @@ instead of a plotting dependency, crisp at any zoom, and a few kilobytes each.
 from __future__ import annotations
 
 import html
+import json
 import math
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,13 @@ from pipelines import catalog, progress
 from pipelines.settings import Settings
 
 REPORT_FILE = "report.html"
+# Beside the report: the Delta version of each table it was made from, so a run that changed
+# none of them can leave the report as it is (write_report(only_if_changed=True)).
+INPUTS_FILE = "report.inputs.json"
+REPORT_TABLES = ("sparsity", "rating_distribution", "activity_histogram", "long_tail",
+                 "model_runs", "model_metrics", "ranking_metrics", "error_by_user_activity",
+                 "error_by_movie_popularity", "error_by_genre", "metric_history",
+                 "model_trials")
 LONG_TAIL_POINTS = 200
 HISTORY_RUNS = 50
 RUN_AXIS = "run finished (UTC, month-day hour:minute)"
@@ -52,6 +60,7 @@ def gather(spark, settings: Settings) -> dict:
     catalog.register_warehouse(spark, settings)
 
     def table(name: str) -> str | None:
+        assert name in REPORT_TABLES, f"{name} must be in REPORT_TABLES (what the report reads)"
         return catalog.qualified(settings, name) \
             if catalog.table_exists(spark, settings, name) else None
 
@@ -721,14 +730,32 @@ def summary_lines(data: dict) -> list[str]:
     return lines
 
 
-def write_report(spark, settings: Settings, out_dir: Path | None = None) -> Path:
+def report_inputs(settings: Settings, spark) -> dict:
+    """The warehouse and the Delta version of every table the report reads (from the Delta
+    logs: no Spark job)."""
+    return {"warehouse": settings.warehouse,
+            "versions": {table: catalog.current_version(spark, settings, table)
+                         for table in REPORT_TABLES}}
+
+
+def write_report(spark, settings: Settings, out_dir: Path | None = None,
+                 only_if_changed: bool = False) -> Path:
     """Write the HTML report into out_dir (default <target>/report), print the summary;
-    returns the file written."""
+    returns the file. With only_if_changed (a pipeline run), a report made from the same
+    table versions is left as it is: a run with nothing new skips its ~15 s of queries."""
     out_dir = Path(out_dir) if out_dir else settings.target_dir / "report"
+    path = out_dir / REPORT_FILE
+    inputs_path = out_dir / INPUTS_FILE
+    inputs = json.dumps(report_inputs(settings, spark), sort_keys=True)
+    if only_if_changed and path.exists() and inputs_path.exists() \
+            and inputs_path.read_text() == inputs:
+        progress.say(f"report up to date: {path} (no table it shows has changed)")
+        return path
     data = gather(spark, settings)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / REPORT_FILE
+    inputs_path.unlink(missing_ok=True)  # the report and its inputs change together
     path.write_text(render_html(data), encoding="utf-8")
+    inputs_path.write_text(inputs)
     for line in summary_lines(data):
         print(line)
     progress.say(f"report written to {path}")

@@ -194,3 +194,22 @@ def test_sections_without_their_tables_say_what_to_run():
 ])
 def test_axis_ticks_are_round_and_cover_the_data(low, high, expected):
     assert report.nice_ticks(low, high) == pytest.approx(expected)
+
+
+def test_a_run_leaves_a_report_made_from_the_same_table_versions_as_it_is(
+        spark, written, tmp_path):
+    settings, _ = written
+    out = tmp_path / "report"
+    path = report.write_report(spark, settings, out, only_if_changed=True)
+    path.write_text(path.read_text() + "<!-- kept -->")  # marks this copy of the file
+    assert report.write_report(spark, settings, out, only_if_changed=True) == path
+    assert path.read_text().endswith("<!-- kept -->")
+    # `reelhouse report` (no flag) always writes it again.
+    report.write_report(spark, settings, out)
+    assert not path.read_text().endswith("<!-- kept -->")
+    # A new version of any table it reads (here one with no row changed) makes it stale.
+    path.write_text(path.read_text() + "<!-- kept -->")
+    spark.sql("alter table movielens.sparsity set tblproperties ('reelhouse.touched' = '1')")
+    report.write_report(spark, settings, out, only_if_changed=True)
+    assert not path.read_text().endswith("<!-- kept -->")
+    assert path.read_text().startswith("<!DOCTYPE html>")
