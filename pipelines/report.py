@@ -730,7 +730,7 @@ def summary_lines(data: dict) -> list[str]:
     return lines
 
 
-def report_inputs(settings: Settings, spark) -> dict:
+def report_inputs(spark, settings: Settings) -> dict:
     """The warehouse and the Delta version of every table the report reads (from the Delta
     logs: no Spark job)."""
     return {"warehouse": settings.warehouse,
@@ -746,7 +746,7 @@ def write_report(spark, settings: Settings, out_dir: Path | None = None,
     out_dir = Path(out_dir) if out_dir else settings.target_dir / "report"
     path = out_dir / REPORT_FILE
     inputs_path = out_dir / INPUTS_FILE
-    inputs = json.dumps(report_inputs(settings, spark), sort_keys=True)
+    inputs = json.dumps(report_inputs(spark, settings), sort_keys=True)
     if only_if_changed and path.exists() and inputs_path.exists() \
             and inputs_path.read_text() == inputs:
         progress.say(f"report up to date: {path} (no table it shows has changed)")
