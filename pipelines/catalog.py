@@ -334,6 +334,20 @@ def replace_table(spark, settings: Settings, df, table: str, comment: str | None
     delete_path(spark, f"{settings.views_location}/{table}.sql")
 
 
+def append_once(spark, settings: Settings, df, table: str, write_id: str,
+                comment: str | None = None) -> None:
+    """Append df in one commit that Delta applies at most once per write_id (an idempotent
+    write: the commit carries write_id as its transaction id, and a later append with the same
+    id is skipped), so two processes recording the same event cannot write it twice. An append
+    is a third of a MERGE's time: no join with the table's rows. The first call creates the
+    table, empty, so that every row arrives through an idempotent append."""
+    if not table_exists(spark, settings, table):
+        replace_table(spark, settings, df.limit(0), table, comment)
+    (df.write.format("delta").mode("append")
+        .option("txnAppId", write_id).option("txnVersion", 1)
+        .save(settings.table_location(table)))
+
+
 def merge_into(spark, settings: Settings, df, table: str, unique_key: list[str],
                comment: str | None = None, column_comments: dict[str, str] | None = None,
                only_changed: bool = False, delete_missing: bool = False) -> None:

@@ -62,10 +62,12 @@ def default_dataset(project_dir: Path, num_ratings: int = DEFAULT_SYNTHETIC_RATI
 
 
 def record_run(spark, settings: Settings, row: dict) -> None:
-    """One row per run in pipeline_runs (MERGE on run_id), written whatever the outcome."""
+    """One row per run in pipeline_runs, written whatever the outcome. The run id is the
+    write's id: a run killed after recording itself but before releasing the lock is then not
+    recorded a second time, as killed, by the run that takes the lock over."""
     df = spark.createDataFrame([row], RUNS_SCHEMA)
-    catalog.merge_into(spark, settings, df, "pipeline_runs", ["run_id"],
-                       comment="Every pipeline run: when, how it ended, time and rows per step.")
+    catalog.append_once(spark, settings, df, "pipeline_runs", write_id=row["run_id"],
+                        comment="Every pipeline run: when, how it ended, time and rows per step.")
 
 
 def record_abandoned_run(spark, settings: Settings, holder: dict) -> None:

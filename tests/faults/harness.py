@@ -41,12 +41,19 @@ class Run:
                                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                         start_new_session=True)
         self.lines: list[str] = []
+        # Every line with the seconds since the start, in a file per run: where a chain's
+        # time went, and what a failed run said.
+        self.log_path = cwd / f"run-{self.process.pid}.log"
+        self._started = time.monotonic()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
-        for line in self.process.stderr:
-            self.lines.append(line.rstrip("\n"))
+        with self.log_path.open("w") as log:
+            for line in self.process.stderr:
+                self.lines.append(line.rstrip("\n"))
+                log.write(f"{time.monotonic() - self._started:7.1f} {line}")
+                log.flush()
 
     @property
     def stderr(self) -> str:

@@ -119,6 +119,7 @@ def chain(spark, tmp_path_factory, dataset):
         counter = TableCounter(spark, settings.warehouse)
         chain = Chain(settings.warehouse, folder, tmp_path_factory.mktemp("runs"),
                       previous=counter.counts())
+        print(f"the chain's runs log their stderr in {chain.workdir}")
         reference = copy_warehouse(settings, tmp_path_factory)
         (folder / "ratings-b.csv").write_text(ratings_b)  # what the chain and reference load
         # The reference is only needed to judge what the chain saw, at the end: it runs in
