@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from pipelines.errors import ReelhouseError
 from pipelines.settings import Settings
@@ -294,6 +295,25 @@ def restore(spark, settings: Settings, table: str, version: int | None) -> None:
         delete_path(spark, settings.table_location(table))
     elif current_version(spark, settings, table) != version:
         spark.sql(f"restore table {name} to version as of {int(version)}")
+
+
+def restore_all(spark, settings: Settings, versions: dict[str, int | None]) -> dict[str, str]:
+    """Put each table back to its version, side by side: a RESTORE is a few small Spark jobs
+    and a commit, mostly waiting, so threads overlap them (five train outputs took 44 s one
+    after another). Every table is attempted; returns {table: error} for those that failed."""
+    if not versions:
+        return {}
+    failures = {}
+    with ThreadPoolExecutor(max_workers=min(len(versions), max(1, settings.threads)),
+                            thread_name_prefix="reelhouse-restore") as pool:
+        futures = {table: pool.submit(restore, spark, settings, table, version)
+                   for table, version in versions.items()}
+        for table, future in futures.items():
+            try:
+                future.result()
+            except Exception as exc:  # the caller says which failed; the others are restored
+                failures[table] = f"{exc}".strip().splitlines()[0][:300] if f"{exc}" else repr(exc)
+    return failures
 
 
 # --- writing -------------------------------------------------------------------------------

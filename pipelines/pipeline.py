@@ -40,13 +40,11 @@ def all_or_nothing(spark, settings: Settings):
         progress.say("the run failed: putting every table back to its version before the run")
         catalog.put_back_views(spark, settings, views_before)
         catalog.register_warehouse(spark, settings)
-        for table in catalog.list_tables_on_storage(spark, settings):
-            if table == "pipeline_runs":
-                continue
-            try:
-                catalog.restore(spark, settings, table, before.get(table))
-            except Exception as exc:  # keep going: restore as much as possible, say what failed
-                progress.say(f"could not restore {table}: {exc}")
+        failures = catalog.restore_all(spark, settings, {
+            table: before.get(table) for table in catalog.list_tables_on_storage(spark, settings)
+            if table != "pipeline_runs"})
+        for table, error in failures.items():  # the others are restored: say what failed
+            progress.say(f"could not restore {table}: {error}")
         raise
 
 

@@ -602,11 +602,8 @@ def build(spark, project: Project, selectors: list[str] | None = None,
             raise failure
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
-        for name, version in reversed(list(before.items())):
-            try:
-                catalog.restore(spark, settings, name, version)
-            except Exception as exc:  # keep restoring the others; say which one failed
-                progress.say(f"could not restore {name} to version {version}: {exc}")
+        for name, error in catalog.restore_all(spark, settings, before).items():
+            progress.say(f"could not restore {name} to version {before[name]}: {error}")
         raise
     pool.shutdown(wait=True)
     return [name for name in names if name in rebuilt]  # in dependency order

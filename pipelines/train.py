@@ -402,15 +402,19 @@ def recover_interrupted(spark, settings: Settings) -> dict[str, int | None]:
     catalog.register_warehouse(spark, settings)
     last = latest_run(spark, settings)
     expected = dict(last.output_versions or {}) if last is not None else {}
-    versions, fixed = {}, []
-    for table in OUTPUT_TABLES:
-        version = catalog.current_version(spark, settings, table)
-        if version is not None and version != expected.get(table) and (
-                last is None or _written_by(spark, settings, table) != last.run_id):
-            catalog.restore(spark, settings, table, expected.get(table))
-            fixed.append(table)
-            version = catalog.current_version(spark, settings, table)
-        versions[table] = version
+    versions = {table: catalog.current_version(spark, settings, table) for table in OUTPUT_TABLES}
+    moved = [table for table, version in versions.items()
+             if version is not None and version != expected.get(table)]
+    fixed = moved
+    if last is not None and moved:  # a restored table is moved but holds the last run's rows
+        with ThreadPoolExecutor(max_workers=len(moved)) as pool:  # one-row reads, overlapped
+            writers = list(pool.map(lambda t: _written_by(spark, settings, t), moved))
+        fixed = [t for t, writer in zip(moved, writers, strict=True) if writer != last.run_id]
+    failures = catalog.restore_all(spark, settings, {t: expected.get(t) for t in fixed})
+    if failures:
+        raise ReelhouseError("Could not put back the output tables of an unfinished train: " +
+                             "; ".join(f"{t}: {e}" for t, e in failures.items()))
+    versions.update({table: catalog.current_version(spark, settings, table) for table in fixed})
     if fixed:
         progress.say(f"an earlier train did not finish: put {', '.join(fixed)} back as the "
                      f"last finished run ({last.run_id if last else 'none'}) left them")
@@ -426,11 +430,9 @@ def _written_by(spark, settings: Settings, table: str) -> str | None:
 
 def _rollback(spark, settings: Settings, before: dict[str, int | None], model_path: str):
     progress.say("train failed: putting the output tables back to their versions before it")
-    for table, version in before.items():
-        try:
-            catalog.restore(spark, settings, table, version)
-        except Exception as exc:  # keep restoring the others; the next train retries
-            progress.say(f"could not restore {table} to version {version}: {exc}")
+    for table, error in catalog.restore_all(spark, settings, before).items():
+        # the others are restored; the next train repairs this one (recover_interrupted)
+        progress.say(f"could not restore {table} to version {before[table]}: {error}")
     try:
         catalog.delete_path(spark, model_path)
     except Exception as exc:  # a leftover model folder is harmless; say so

@@ -1,0 +1,66 @@
+"""`reelhouse run` as one unit: a run that fails leaves every table as it found it, and
+pipeline_runs holds one row per run, even when a run recorded itself and was then killed
+before releasing the lock (the run that takes the lock over records it as killed, and that
+second record must not land)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from pipelines import catalog, pipeline
+from pipelines.errors import ReelhouseError
+from pipelines.generate import generate_dataset
+
+
+def run_row(run_id: str, status: str) -> dict:
+    now = datetime(2026, 11, 28, 12, 0, 0)
+    return {"run_id": run_id, "started_at": now, "finished_at": now, "status": status,
+            "data_dir": "/data", "step_seconds": {"ingest": 1.5}, "row_counts": {"x": 3},
+            "models_rebuilt": ["ratings"], "error_message": None}
+
+
+def test_a_run_is_recorded_once_whoever_records_it(spark, new_warehouse):
+    settings = new_warehouse()
+    pipeline.record_run(spark, settings, run_row("run-a", "succeeded"))
+    # Run a recorded itself, then died holding the lock: the next run records it as killed.
+    pipeline.record_abandoned_run(spark, settings, {"run_id": "run-a", "pid": 1, "host": "h",
+                                                    "started_at": "2026-11-28T12:00:00+00:00"})
+    # Run b was killed before recording itself: the takeover's record is its only row.
+    pipeline.record_abandoned_run(spark, settings, {"run_id": "run-b", "pid": 2, "host": "h",
+                                                    "started_at": "2026-11-28T12:05:00+00:00"})
+    pipeline.record_run(spark, settings, run_row("run-c", "failed"))
+    rows = spark.sql("select run_id, status, step_seconds, models_rebuilt "
+                     "from movielens.pipeline_runs order by run_id").collect()
+    assert [(r.run_id, r.status) for r in rows] == [
+        ("run-a", "succeeded"), ("run-b", "killed"), ("run-c", "failed")]
+    assert rows[0].step_seconds == {"ingest": 1.5} and rows[0].models_rebuilt == ["ratings"]
+    comment = spark.catalog.getTable("movielens.pipeline_runs").description
+    assert comment.startswith("Every pipeline run")
+
+
+def test_a_failed_run_puts_back_what_its_earlier_steps_committed(spark, new_warehouse, tmp_path):
+    settings = new_warehouse()
+    data = tmp_path / "ml-synthetic"
+    generate_dataset(data, 300, num_users=20, num_movies=30, seed=5)
+    pipeline.run_pipeline(spark, settings, data, "run-1", steps=("ingest",))
+    versions = {t: catalog.current_version(spark, settings, t)
+                for t in ("raw_ratings", "ingest_files")}
+    counts = {t: spark.table(f"movielens.{t}").count() for t in versions}
+    header = (data / "ratings.csv").read_text().splitlines()[0]
+    (data / "ratings-more.csv").write_text(f"{header}\n1,2,4.0,1000\n2,3,3.5,1001\n")
+    # Ingest commits the new file, then the build fails: ingest_summary alone, with the
+    # models it reads never built.
+    with pytest.raises(ReelhouseError, match="ingest_summary"):
+        pipeline.run_pipeline(spark, settings, data, "run-2", steps=("ingest", "build"),
+                              selectors=["ingest_summary"])
+    for table, version in versions.items():
+        assert catalog.current_version(spark, settings, table) > version  # ingest had committed
+        assert spark.table(f"movielens.{table}").count() == counts[table]  # and is put back
+    assert catalog.list_tables_on_storage(spark, settings) == [
+        "ingest_files", "pipeline_runs", "raw_genres", "raw_links", "raw_movies", "raw_ratings",
+        "raw_tags", "raw_users"]
+    runs = {r.run_id: r for r in spark.table("movielens.pipeline_runs").collect()}
+    assert runs["run-1"].status == "succeeded" and runs["run-2"].status == "failed"
+    assert "ingest_summary" in runs["run-2"].error_message
