@@ -9,6 +9,7 @@ old version or the new one, never a partial table.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
@@ -104,8 +105,30 @@ def table_statement(settings: Settings, table: str) -> str:
             f"using delta location {sql_string(settings.table_location(table))}")
 
 
-def view_statement(settings: Settings, view: str, select_sql: str) -> str:
-    return f"create or replace view {settings.schema}.{check_identifier(view)} as {select_sql}"
+# A view's property: a hash of the SQL and tested fingerprint it was created from, so a catalog
+# refresh re-creates only the views that changed (re-creating plans the query: the Thrift server
+# refreshing every second spent most of a core re-creating unchanged views).
+VIEW_SOURCE = "reelhouse.view_source"
+
+
+def view_source(select_sql: str, fingerprint: str | None) -> str:
+    """The build writes a new fingerprint whenever it re-creates a view (its inputs changed),
+    so a server re-creates it too and picks up a changed schema underneath."""
+    return hashlib.sha256(f"{select_sql}\n{fingerprint}".encode()).hexdigest()[:32]
+
+
+def view_statement(settings: Settings, view: str, select_sql: str,
+                   source: str | None = None) -> str:
+    properties = f"tblproperties ({sql_string(VIEW_SOURCE)} = {sql_string(source)}) " \
+        if source else ""
+    return (f"create or replace view {settings.schema}.{check_identifier(view)} {properties}"
+            f"as {select_sql}")
+
+
+def _view_property(spark, settings: Settings, view: str) -> str | None:
+    rows = spark.sql(f"show tblproperties {settings.schema}.{check_identifier(view)} "
+                     f"({sql_string(VIEW_SOURCE)})").collect()
+    return rows[0].value if rows and rows[0].key == VIEW_SOURCE else None
 
 
 def register_warehouse(spark, settings: Settings) -> list[str]:
@@ -127,8 +150,11 @@ def register_warehouse(spark, settings: Settings) -> list[str]:
         except Exception:  # it was a view whose SQL file is gone
             spark.sql(f"drop view if exists {schema}.{gone}")
     for name in view_order(settings, views):
+        source = view_source(views[name], view_fingerprint(spark, settings, name))
+        if name in known and _view_property(spark, settings, name) == source:
+            continue  # this session created it from the same SQL and inputs
         try:
-            spark.sql(view_statement(settings, name, views[name]))
+            spark.sql(view_statement(settings, name, views[name], source))
         except Exception as exc:  # e.g. a table it reads is gone: the rest stays usable
             first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc
             print(f"reelhouse: view {schema}.{name} skipped: {first_line}", file=sys.stderr)
