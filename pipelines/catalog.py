@@ -3,8 +3,8 @@
 Every table is a Delta table at <warehouse>/<schema>/<table>. A session learns the tables by
 listing that folder and registering each one by LOCATION (the Delta log is the source of truth,
 so nothing else has to be kept in step). Views keep their SQL in <warehouse>/<schema>/_views.
-All writes go through `replace_table` / `merge_into`: one Delta commit each, so a reader sees the
-old version or the new one, never a partial table.
+All writes go through `replace_table` / `merge_into` / `append_once`: one Delta commit each, so a
+reader sees the old version or the new one, never a partial table.
 """
 
 from __future__ import annotations
@@ -381,14 +381,15 @@ def replace_table(spark, settings: Settings, df, table: str, comment: str | None
 
 
 def append_once(spark, settings: Settings, df, table: str, write_id: str,
-                comment: str | None = None) -> None:
+                comment: str | None = None,
+                column_comments: dict[str, str] | None = None) -> None:
     """Append df in one commit that Delta applies at most once per write_id (an idempotent
     write: the commit carries write_id as its transaction id, and a later append with the same
     id is skipped), so two processes recording the same event cannot write it twice. An append
     is a third of a MERGE's time: no join with the table's rows. The first call creates the
     table, empty, so that every row arrives through an idempotent append."""
     if not table_exists(spark, settings, table):
-        replace_table(spark, settings, df.limit(0), table, comment)
+        replace_table(spark, settings, df.limit(0), table, comment, column_comments)
     (df.write.format("delta").mode("append")
         .option("txnAppId", write_id).option("txnVersion", 1)
         .save(settings.table_location(table)))

@@ -614,9 +614,10 @@ def _train_and_publish(spark, settings: Settings, params: TrainParams, versions:
            num_test - metrics.num_rows, num_users, fit_seconds, time.monotonic() - clock,
            None if implicit else metrics.rmse, None if implicit else metrics.mae,
            versions, outputs, model_path)
-    # Last: a run is finished once this row is written, and not before.
-    catalog.merge_into(spark, settings, literal_rows(spark, RUN_COLUMNS, [row]), RUNS_TABLE,
-                       ["run_id"], "One row per finished training run.", RUN_DOCS)
+    # Last: a run is finished once this row is written, and not before (an append: a third
+    # of a MERGE's time, and a new run_id cannot match a row anyway).
+    catalog.append_once(spark, settings, literal_rows(spark, RUN_COLUMNS, [row]), RUNS_TABLE,
+                        run_id, "One row per finished training run.", RUN_DOCS)
     return metrics, num_test, num_users
 
 
