@@ -159,8 +159,8 @@ def read_lines(spark, path: str, encoding: str, skip_header: bool):
     for block_start, num_lines, first_row_id in blocks:
         offsets.append((block_start, first_row_id, lines_before))
         lines_before += num_lines
-    offsets_df = spark.createDataFrame(
-        offsets, "block_start bigint, first_row_id bigint, lines_before bigint")
+    offsets_df = catalog.literal_rows(
+        spark, "block_start bigint, first_row_id bigint, lines_before bigint", offsets)
     if encoding == "UTF-8":
         decoded = F.regexp_replace(F.expr("make_valid_utf8(value)"), "^\ufeff", "")
         decodable = F.expr("is_valid_utf8(value)")
@@ -265,7 +265,7 @@ def ingest_dataset(spark, settings: Settings, data_dir: str | Path) -> dict:
     if full_refresh and lines_read["ratings"] == 0:
         raise ReelhouseError(f"The ratings file in {data_dir} has no ratings after its header.")
     for kind, (frames, changed) in to_write.items():
-        df = frames[0] if frames else spark.createDataFrame([], RAW_SCHEMA)
+        df = frames[0] if frames else catalog.literal_rows(spark, RAW_SCHEMA, [])
         for frame in frames[1:]:
             df = df.unionByName(frame)
         label = f"raw {kind:<7} <- {', '.join(Path(p).name for p in changed) or '(no file)'}"
@@ -282,7 +282,7 @@ def ingest_dataset(spark, settings: Settings, data_dir: str | Path) -> dict:
                 raise _unreadable(changed, exc) from exc
             info["result"] = f"{lines_read[kind]:,} lines"
     if file_rows or full_refresh:
-        files_df = spark.createDataFrame(file_rows, FILES_SCHEMA)
+        files_df = catalog.literal_rows(spark, FILES_SCHEMA, file_rows)
         comment = "Every file ingested, with its size, time and data line count."
         if full_refresh:
             catalog.replace_table(spark, settings, files_df, "ingest_files", comment=comment)

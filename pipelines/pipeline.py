@@ -63,7 +63,7 @@ def record_run(spark, settings: Settings, row: dict) -> None:
     """One row per run in pipeline_runs, written whatever the outcome. The run id is the
     write's id: a run killed after recording itself but before releasing the lock is then not
     recorded a second time, as killed, by the run that takes the lock over."""
-    df = spark.createDataFrame([row], RUNS_SCHEMA)
+    df = catalog.literal_rows(spark, RUNS_SCHEMA, [row])
     catalog.append_once(spark, settings, df, "pipeline_runs", write_id=row["run_id"],
                         comment="Every pipeline run: when, how it ended, time and rows per step.")
 

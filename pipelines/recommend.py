@@ -198,7 +198,7 @@ def fold_in(spark, settings: Settings, ratings: list[tuple[int, float]], top_n: 
         f"select id, factors, bias, num_ratings "
         f"from {catalog.qualified(settings, 'movie_factors')} "
         f"version as of {int(run.output_versions['movie_factors'])}")
-    given = train.literal_rows(spark, [("movie_id", "int"), ("rating", "double")], ratings)
+    given = catalog.literal_rows(spark, [("movie_id", "int"), ("rating", "double")], ratings)
     missing = [r.movie_id for r in given.join(movies, "movie_id", "left_anti")
                .orderBy("movie_id").limit(5).collect()]
     if missing:
@@ -229,7 +229,7 @@ def fold_in(spark, settings: Settings, ratings: list[tuple[int, float]], top_n: 
                               / (len(r) + params["user_bias_damping"]))
         p = solve_user(q, r - mean - movie_bias - user_bias, params["reg_param"],
                        params["nonnegative"])
-    vector = train.literal_rows(spark, [("user_factors", "array<double>")],
+    vector = catalog.literal_rows(spark, [("user_factors", "array<double>")],
                                 [([float(x) for x in p],)])
     dot = ("aggregate(zip_with(user_factors, factors, (u, m) -> u * m), cast(0 as double), "
            "(total, x) -> total + x)")

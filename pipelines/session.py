@@ -10,6 +10,7 @@ step with the files. The README's design notes give the full reasoning.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -76,6 +77,16 @@ def spark_config(settings: Settings, jars: list[Path]) -> dict[str, str]:
     return conf
 
 
+def quiet_pyspark_error_logs() -> None:
+    """PySpark logs every SQL error it raises, JVM stack trace included, as a JSON line on
+    stderr, even when the caller handles the error: reelhouse says what failed in one sentence
+    (errors.spark_message), so those logs are switched off."""
+    from pyspark.logger import PySparkLogger
+
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        PySparkLogger.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
 def create_spark(settings: Settings, app_name: str = "reelhouse", register: bool = True,
                  extra_jars: list[Path] | None = None):
     """A SparkSession with Delta, the warehouse's tables registered by name and our UDFs."""
@@ -96,6 +107,7 @@ def create_spark(settings: Settings, app_name: str = "reelhouse", register: bool
             f"Spark could not start ({str(exc).splitlines()[0][:200]}): check Java 17, "
             "the --master URL and the --conf settings.") from exc
     spark.sparkContext.setLogLevel("ERROR")
+    quiet_pyspark_error_logs()
     spark.sparkContext.setCheckpointDir(settings.checkpoint_location)
     if register:
         from pipelines import catalog

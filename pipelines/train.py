@@ -458,36 +458,6 @@ def new_run_id(now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 
-def literal_rows(spark, columns: list[tuple[str, str]], rows: list[tuple]):
-    """A few rows of Python values as a DataFrame, built in SQL: createDataFrame would start a
-    Python worker (seconds on a busy machine) just to unpickle them."""
-    names = ", ".join(f"c{i}" for i in range(len(columns)))
-    values = ", ".join("(" + ", ".join(_literal(v) for v in row) + ")" for row in rows)
-    select = ", ".join(f"cast(c{i} as {kind}) as {catalog.check_identifier(name, 'column')}"
-                       for i, (name, kind) in enumerate(columns))
-    return spark.sql(f"select {select} from values {values} as t({names})")
-
-
-def _literal(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return f"{value}L"
-    if isinstance(value, float):
-        return f"cast({catalog.sql_string(repr(value))} as double)"  # nan and inf included
-    if isinstance(value, datetime):
-        micros = round(value.timestamp() * 1_000_000)
-        return f"timestamp_micros({micros}L)"
-    if isinstance(value, list | tuple):
-        return "array(" + ", ".join(_literal(v) for v in value) + ")"
-    if isinstance(value, dict):
-        return "map(" + ", ".join(f"{_literal(k)}, {_literal(v)}"
-                                  for k, v in value.items()) + ")"
-    return catalog.sql_string(str(value))
-
-
 def _publish(spark, settings: Settings, df, table: str, comment: str) -> int:
     """Replace an output table in one Delta commit; returns the version written."""
     spark.sparkContext.setJobDescription(f"write {catalog.qualified(settings, table)}")
@@ -616,8 +586,8 @@ def _train_and_publish(spark, settings: Settings, params: TrainParams, versions:
            versions, outputs, model_path)
     # Last: a run is finished once this row is written, and not before (an append: a third
     # of a MERGE's time, and a new run_id cannot match a row anyway).
-    catalog.append_once(spark, settings, literal_rows(spark, RUN_COLUMNS, [row]), RUNS_TABLE,
-                        run_id, "One row per finished training run.", RUN_DOCS)
+    catalog.append_once(spark, settings, catalog.literal_rows(spark, RUN_COLUMNS, [row]),
+                        RUNS_TABLE, run_id, "One row per finished training run.", RUN_DOCS)
     return metrics, num_test, num_users
 
 
@@ -756,7 +726,7 @@ def tune(spark, settings: Settings, grid: TuneGrid | None = None) -> str:
              float(p.movie_bias_damping), p.seed, float(grid.validation_fraction), num_fit,
              num_validation, num_validation - r["rows"], r["rmse"], r["mae"],
              r["fit_seconds"], versions) for index, p, r in results]
-    catalog.merge_into(spark, settings, literal_rows(spark, TRIAL_COLUMNS, rows),
+    catalog.merge_into(spark, settings, catalog.literal_rows(spark, TRIAL_COLUMNS, rows),
                        TRIALS_TABLE, ["trial_id"], "One row per tuning trial (reelhouse tune).")
     best = min(results, key=lambda r: r[2]["rmse"])
     progress.say(f"best: rank {best[1].rank}, regParam {best[1].reg_param}, maxIter "

@@ -528,3 +528,24 @@ def test_model_file_name_that_is_not_a_plain_identifier_is_refused(dataset, tmp_
     assert str(caught.value) == (
         f"Model file {models / (HOSTILE + '.sql')} is not named as a plain identifier: rename "
         "it to letters, digits and underscores (the file name is the table name).")
+
+
+def test_a_spark_sql_error_is_not_also_logged_with_its_jvm_stack_trace(spark):
+    """PySpark logs each SQL error it raises (JVM stack trace included) as JSON on stderr;
+    the session factory switches that off, since reelhouse says what failed in one line."""
+    import logging
+
+    from pyspark.errors import AnalysisException
+    from pyspark.logger import PySparkLogger
+
+    records: list[logging.LogRecord] = []
+    collector = logging.Handler()
+    collector.emit = records.append
+    logger = PySparkLogger.getLogger("SQLQueryContextLogger")
+    logger.addHandler(collector)
+    try:
+        with pytest.raises(AnalysisException, match="TABLE_OR_VIEW_NOT_FOUND"):
+            spark.sql("select no_column from movielens.no_such_table").collect()
+    finally:
+        logger.removeHandler(collector)
+    assert records == []
