@@ -16,7 +16,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
-from pipelines.errors import ReelhouseError
+from pipelines.errors import ReelhouseError, spark_message
 from pipelines.settings import Settings
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -339,7 +339,7 @@ def restore_all(spark, settings: Settings, versions: dict[str, int | None]) -> d
             try:
                 future.result()
             except Exception as exc:  # the caller says which failed; the others are restored
-                failures[table] = f"{exc}".strip().splitlines()[0][:300] if f"{exc}" else repr(exc)
+                failures[table] = spark_message(exc)
     return failures
 
 

@@ -230,7 +230,7 @@ def fold_in(spark, settings: Settings, ratings: list[tuple[int, float]], top_n: 
         p = solve_user(q, r - mean - movie_bias - user_bias, params["reg_param"],
                        params["nonnegative"])
     vector = catalog.literal_rows(spark, [("user_factors", "array<double>")],
-                                [([float(x) for x in p],)])
+                                  [([float(x) for x in p],)])
     dot = ("aggregate(zip_with(user_factors, factors, (u, m) -> u * m), cast(0 as double), "
            "(total, x) -> total + x)")
     raw = f"{mean!r} + {user_bias!r} + bias + {dot}"
