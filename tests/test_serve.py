@@ -108,6 +108,44 @@ def test_a_table_created_by_another_process_appears_without_restart(spark, serve
     assert query(port, "select label from movielens.fresh_table") == [("newer",)]
 
 
+def eventually(port: int, sql: str, seconds: float = 30) -> list[tuple]:
+    """The query's rows once the server's catalog refresh has caught up (until then the
+    query may fail or answer from the old catalog): the caller checks the last answer."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            rows = query(port, sql)
+        except Exception:  # noqa: BLE001 - the name is not registered yet
+            rows = None
+        if rows is not None or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.5)
+
+
+def test_a_changed_view_and_a_dropped_table_reach_the_server(spark, server):
+    """A refresh tick that finds storage unchanged does nothing: these changes must each be
+    seen as a change."""
+    settings, port, _ = server
+    catalog.create_view(spark, settings, "served_view", "select 1 as n")
+    assert eventually(port, "select n from movielens.served_view") == [(1,)]
+    catalog.create_view(spark, settings, "served_view", "select 2 as n")  # same size, new SQL
+    deadline = time.monotonic() + 30
+    while query(port, "select n from movielens.served_view") != [(2,)] \
+            and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert query(port, "select n from movielens.served_view") == [(2,)]
+
+    catalog.replace_table(spark, settings, spark.createDataFrame([(1,)], "id int"),
+                          "doomed_table")
+    assert eventually(port, "select id from movielens.doomed_table") == [(1,)]
+    catalog.restore(spark, settings, "doomed_table", None)  # the table did not exist: drop it
+    deadline = time.monotonic() + 30
+    while any(row[1] == "doomed_table" for row in query(port, "show tables in movielens")) \
+            and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert all(row[1] != "doomed_table" for row in query(port, "show tables in movielens"))
+
+
 def reelhouse_run(settings, data, *extra, wait=True):
     command = REELHOUSE + ["run", "--warehouse", settings.warehouse, "--data", str(data),
                            "--steps", "ingest,build", "--select", "+ratings",
