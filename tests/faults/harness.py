@@ -19,7 +19,14 @@ REELHOUSE = [sys.executable, "-m", "pipelines.cli"]
 # The test session's heap (3g; 24 GB hold four such JVMs). With 1g, G1's concurrent marking
 # took a sixth of a run's CPU and a run 16% longer. The Spark UI is not needed.
 ENV = {**os.environ, "REELHOUSE_DRIVER_MEMORY": "3g"}
-SPARK_OPTIONS = ["--conf", "spark.ui.enabled=false"]
+# Adaptive query execution re-plans a query at every stage: on the chain's 2,000 ratings that
+# is a tenth of a run's CPU (a tiny full run: 268-276 CPU-s without, 284-335 with),
+# and it changes nothing the chain checks (what is committed, and when). The chain's own
+# session turns it off too (the same settings: the same plans, the same RMSE to the last bit).
+CHAIN_SQL_CONF = {"spark.sql.adaptive.enabled": "false"}
+SPARK_OPTIONS = ["--conf", "spark.ui.enabled=false",
+                 *(arg for key, value in CHAIN_SQL_CONF.items()
+                   for arg in ("--conf", f"{key}={value}"))]
 SCHEMA = "movielens"
 
 
@@ -243,10 +250,11 @@ class Readers(threading.Thread):
     """A BI client querying the Thrift server in a loop (bounded in count and time) while
     runs write: one query counts the rows of several tables; every result, when it came, and
     every error are kept for the test to judge. A query costs the server about 0.7 s of CPU:
-    a pause of 2 s still queries every run many times without taking a core from them."""
+    a pause of 4 s still queries every run many times (the shortest takes some 40 s)
+    without taking much of a core from them."""
 
     def __init__(self, port: int, tables: tuple[str, ...], max_queries: int = 5000,
-                 max_seconds: float = 1800, pause: float = 2.0):
+                 max_seconds: float = 1800, pause: float = 4.0):
         super().__init__(daemon=True)
         self.port, self.tables = port, tables
         self.max_queries, self.max_seconds, self.pause = max_queries, max_seconds, pause

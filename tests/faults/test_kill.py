@@ -24,6 +24,7 @@ from pipelines import catalog, pipeline
 
 from .. import conftest
 from .harness import (
+    CHAIN_SQL_CONF,
     AtLine,
     AtNewFiles,
     KillPoint,
@@ -108,12 +109,17 @@ def dataset(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def chain(spark, tmp_path_factory, dataset):
+    global STARTED  # the chain's clock starts here, not when the module was collected
+    STARTED = time.monotonic()
     folder, ratings_b = dataset
     settings = conftest.fresh_warehouse(spark, tmp_path_factory, "chain")
+    session_conf = {key: spark.conf.get(key) for key in CHAIN_SQL_CONF}
     port = free_port()
     server = start_server(settings.warehouse, port)  # its JVM starts while run A works
     readers, background = None, ThreadPoolExecutor(max_workers=1)
     try:
+        for key, value in CHAIN_SQL_CONF.items():  # as the chain's runs have it
+            spark.conf.set(key, value)
         run_in_this_process(spark, settings, folder)  # dataset A: the 'previous' state
         print(f"run on dataset A done ({clock()})")
         counter = TableCounter(spark, settings.warehouse)
@@ -149,10 +155,12 @@ def chain(spark, tmp_path_factory, dataset):
         if readers is not None:
             readers.stop()
         stop_server(server)
+        for key, value in session_conf.items():
+            spark.conf.set(key, value)
 
 
 def clock() -> str:
-    """Seconds since the module was imported, for the log of a failed chain."""
+    """Seconds since the chain started, for its log and summary line."""
     return f"{time.monotonic() - STARTED:.0f}s"
 
 
@@ -305,6 +313,6 @@ def test_summary_every_fault_recovered_and_no_row_lost(chain, capsys):
     with capsys.disabled():
         print(f"\nfault injection: {injected} faults injected, {recovered_runs} runs recovered, "
               f"{lost} rows lost, {len(readers.results):,} reader queries, "
-              f"{len(readers.errors)} reader errors")
+              f"{len(readers.errors)} reader errors, {clock()} from the chain's start")
     assert injected == recovered_runs == len(KILL_POINTS)
     assert lost == 0
