@@ -365,11 +365,10 @@ def dispatch(args: argparse.Namespace) -> int:
         with lock.run_lock(settings, run_id) as abandoned:
             data_dir = Path(args.data) if args.data else pipeline.default_dataset(Path.cwd())
             spark = create_spark(settings)
-            if abandoned:
-                pipeline.record_abandoned_run(spark, settings, abandoned)
             progress.say(f"run {run_id} started")
             row = pipeline.run_pipeline(spark, settings, data_dir, run_id, cli_vars,
-                                        args.select, force=args.force, steps=steps)
+                                        args.select, force=args.force, steps=steps,
+                                        abandoned=abandoned)
             if args.summary:
                 pipeline.write_summary(spark, settings, row, Path(args.summary))
         progress.say(f"run {run_id} succeeded; warehouse ready at {settings.warehouse}")

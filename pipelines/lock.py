@@ -5,6 +5,11 @@ run's id, host, pid and the process's start time. A second run finds it and stop
 naming the active run. A lock whose process is gone (killed, machine rebooted) is stale: the
 next run renames it away (only one contender can win the rename) and takes over. For a warehouse
 on object storage, the lock lives in the local cache and guards runs started on this machine.
+
+The run that takes over records the killed run in pipeline_runs when it ends, with its own row
+(at its start that would be its first Delta write, seconds of a cold JVM before any work).
+Until then the killed runs are listed in its lock file, so if it is killed too, the next run
+takes them over with the lock.
 """
 
 from __future__ import annotations
@@ -57,6 +62,12 @@ def _is_alive(holder: dict) -> bool:
     return started is None or started == holder.get("process_start")
 
 
+def _unrecorded(holder: dict) -> list[dict]:
+    """A killed run's holder, then the killed runs it had taken over and not yet recorded."""
+    own = {key: holder.get(key) for key in ("run_id", "host", "pid", "started_at")}
+    return [own] + list(holder.get("abandoned") or [])
+
+
 def _read(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -66,7 +77,8 @@ def _read(path: Path) -> dict:
 
 @contextmanager
 def run_lock(settings: Settings, run_id: str):
-    """Hold the warehouse's run lock for the body; yields the stale holder taken over, if any."""
+    """Hold the warehouse's run lock for the body; yields the killed runs this run must record
+    (the stale holder taken over, and those it had taken over in turn; empty if none)."""
     path = lock_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     me = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
@@ -94,13 +106,14 @@ def run_lock(settings: Settings, run_id: str):
             progress.say(f"taking over the lock left by run {taken_over.get('run_id')} "
                          f"(pid {taken_over.get('pid')} is gone)")
             continue
+        me["abandoned"] = _unrecorded(taken_over) if taken_over else []
         with os.fdopen(fd, "w") as handle:
             json.dump(me, handle)
         break
     else:
         raise AlreadyRunning(f"Could not take the run lock {path}: another run is starting.")
     try:
-        yield taken_over
+        yield me["abandoned"]
     finally:
         if _read(path).get("run_id") == run_id:
             path.unlink(missing_ok=True)

@@ -69,7 +69,8 @@ def record_run(spark, settings: Settings, row: dict) -> None:
 
 
 def record_abandoned_run(spark, settings: Settings, holder: dict) -> None:
-    """A run whose lock we took over was killed: say so in pipeline_runs."""
+    """A run whose lock we took over was killed: say so in pipeline_runs (its id is the
+    write's id: if it had recorded itself, or another run recorded it, nothing is added)."""
     started = holder.get("started_at")
     record_run(spark, settings, {
         "run_id": holder.get("run_id"), "status": "killed", "data_dir": None,
@@ -92,8 +93,10 @@ def needs_training(spark, settings: Settings) -> bool:
 
 def run_pipeline(spark, settings: Settings, data_dir: Path, run_id: str,
                  cli_vars: dict | None = None, selectors: list[str] | None = None,
-                 force: bool = False, steps: tuple[str, ...] = STEPS) -> dict:
-    """The steps in order (all by default); returns the pipeline_runs row written."""
+                 force: bool = False, steps: tuple[str, ...] = STEPS,
+                 abandoned: list[dict] = ()) -> dict:
+    """The steps in order (all by default); returns the pipeline_runs row written. Killed runs
+    whose lock this run took over (`abandoned`, see lock.py) are recorded with it, at the end."""
     started_at = datetime.now(UTC).replace(tzinfo=None)
     row = {"run_id": run_id, "started_at": started_at, "status": "running",
            "data_dir": str(data_dir), "step_seconds": {}, "row_counts": {},
@@ -140,6 +143,8 @@ def run_pipeline(spark, settings: Settings, data_dir: Path, run_id: str,
     finally:
         row["finished_at"] = datetime.now(UTC).replace(tzinfo=None)
         try:
+            for holder in abandoned:
+                record_abandoned_run(spark, settings, holder)
             record_run(spark, settings, row)
         except Exception as exc:  # never hide the run's own error behind this one
             progress.say(f"could not record the run in pipeline_runs: {exc}")

@@ -5,11 +5,14 @@ second record must not land)."""
 
 from __future__ import annotations
 
+import json
+import socket
+import subprocess
 from datetime import datetime
 
 import pytest
 
-from pipelines import catalog, pipeline
+from pipelines import catalog, lock, pipeline
 from pipelines.errors import ReelhouseError
 from pipelines.generate import generate_dataset
 
@@ -38,6 +41,32 @@ def test_a_run_is_recorded_once_whoever_records_it(spark, new_warehouse):
     assert rows[0].step_seconds == {"ingest": 1.5} and rows[0].models_rebuilt == ["ratings"]
     comment = spark.catalog.getTable("movielens.pipeline_runs").description
     assert comment.startswith("Every pipeline run")
+
+
+def test_killed_runs_are_handed_on_with_the_lock_until_a_run_records_them(spark, new_warehouse):
+    settings = new_warehouse()
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid whose process has ended: its lock is stale
+    # Run k2 took over k1's lock and was killed too, before it could record k1.
+    path = lock.lock_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "run_id": "run-k2", "host": socket.gethostname(), "pid": gone.pid,
+        "started_at": "2026-11-28T12:05:00+00:00",
+        "abandoned": [{"run_id": "run-k1", "host": socket.gethostname(), "pid": 1,
+                       "started_at": "2026-11-28T12:00:00+00:00"}]}))
+    with lock.run_lock(settings, "run-3") as abandoned:
+        assert [holder["run_id"] for holder in abandoned] == ["run-k2", "run-k1"]
+        # Were run 3 killed now, the next run would find both in the lock it takes over.
+        assert json.loads(path.read_text())["abandoned"] == abandoned
+        pipeline.run_pipeline(spark, settings, settings.target_dir, "run-3", steps=(),
+                              abandoned=abandoned)
+    assert not path.exists()
+    rows = spark.sql("select run_id, status, started_at from movielens.pipeline_runs "
+                     "order by run_id").collect()
+    assert [(r.run_id, r.status) for r in rows] == [
+        ("run-3", "succeeded"), ("run-k1", "killed"), ("run-k2", "killed")]
+    assert rows[1].started_at == datetime(2026, 11, 28, 12, 0, 0)
 
 
 def test_a_failed_run_puts_back_what_its_earlier_steps_committed(spark, new_warehouse, tmp_path):
