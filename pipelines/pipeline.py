@@ -142,9 +142,13 @@ def run_pipeline(spark, settings: Settings, data_dir: Path, run_id: str,
         raise
     finally:
         row["finished_at"] = datetime.now(UTC).replace(tzinfo=None)
-        try:
-            for holder in abandoned:
+        for holder in abandoned:
+            try:
                 record_abandoned_run(spark, settings, holder)
+            except Exception as exc:  # the run's own row and error still come next
+                progress.say(f"could not record killed run {holder.get('run_id')} in "
+                             f"pipeline_runs: {exc}")
+        try:
             record_run(spark, settings, row)
         except Exception as exc:  # never hide the run's own error behind this one
             progress.say(f"could not record the run in pipeline_runs: {exc}")
