@@ -80,13 +80,13 @@ def storage_listing(spark, settings: Settings) -> tuple[frozenset, frozenset]:
     """What a catalog refresh depends on, in two folder listings and no Spark job: the table
     folders, and each stored view file's name, size and time. While it is unchanged, a
     refresh has nothing to do (a table's new versions need none: it is registered by
-    location). A folder whose first commit has not landed is listed too: the caller looks
-    again until register_warehouse reports it as a table."""
+    location). Folders are named as list_tables_on_storage names tables, and one whose first
+    commit has not landed is listed too: the caller looks again until it is a table."""
     root, fs = _fs_path(spark, f"{settings.warehouse}/{settings.schema}")
     views, _ = _fs_path(spark, settings.views_location)
-    folders = frozenset(status.getPath().getName() for status in
-                        (fs.listStatus(root) if fs.exists(root) else [])
-                        if status.isDirectory())
+    folders = frozenset(name for status in (fs.listStatus(root) if fs.exists(root) else [])
+                        if status.isDirectory()
+                        and IDENTIFIER.match(name := status.getPath().getName()))
     files = frozenset((status.getPath().getName(), status.getLen(), status.getModificationTime())
                       for status in (fs.listStatus(views) if fs.exists(views) else []))
     return folders - {views.getName()}, files

@@ -96,28 +96,25 @@ def test_a_table_created_by_another_process_appears_without_restart(spark, serve
     settings, port, _ = server
     df = spark.createDataFrame([(1, "new")], "id int, label string")
     catalog.replace_table(spark, settings, df, "fresh_table")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if any(row[1] == "fresh_table" for row in query(port, "show tables in movielens")):
-            break
-        time.sleep(1)
-    assert query(port, "select label from movielens.fresh_table") == [("new",)]
+    assert eventually(port, "select label from movielens.fresh_table") == [("new",)]
     # A new commit to an existing table is seen by the next query, no refresh needed.
     catalog.replace_table(spark, settings, spark.createDataFrame([(2, "newer")], df.schema),
                           "fresh_table")
     assert query(port, "select label from movielens.fresh_table") == [("newer",)]
 
 
-def eventually(port: int, sql: str, seconds: float = 30) -> list[tuple]:
-    """The query's rows once the server's catalog refresh has caught up (until then the
-    query may fail or answer from the old catalog): the caller checks the last answer."""
+def eventually(port: int, sql: str, done=lambda rows: rows is not None,
+               seconds: float = 30) -> list[tuple] | None:
+    """The query's rows once `done(rows)` holds, or the last answer after `seconds` (the
+    server's catalog refresh catches up within a few ticks; until then the query may fail,
+    None, or answer from the old catalog): the caller checks what it got."""
     deadline = time.monotonic() + seconds
     while True:
         try:
             rows = query(port, sql)
         except Exception:  # noqa: BLE001 - the name is not registered yet
             rows = None
-        if rows is not None or time.monotonic() > deadline:
+        if done(rows) or time.monotonic() > deadline:
             return rows
         time.sleep(0.5)
 
@@ -129,21 +126,17 @@ def test_a_changed_view_and_a_dropped_table_reach_the_server(spark, server):
     catalog.create_view(spark, settings, "served_view", "select 1 as n")
     assert eventually(port, "select n from movielens.served_view") == [(1,)]
     catalog.create_view(spark, settings, "served_view", "select 2 as n")  # same size, new SQL
-    deadline = time.monotonic() + 30
-    while query(port, "select n from movielens.served_view") != [(2,)] \
-            and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert query(port, "select n from movielens.served_view") == [(2,)]
+    assert eventually(port, "select n from movielens.served_view",
+                      lambda rows: rows == [(2,)]) == [(2,)]
 
     catalog.replace_table(spark, settings, spark.createDataFrame([(1,)], "id int"),
                           "doomed_table")
     assert eventually(port, "select id from movielens.doomed_table") == [(1,)]
     catalog.restore(spark, settings, "doomed_table", None)  # the table did not exist: drop it
-    deadline = time.monotonic() + 30
-    while any(row[1] == "doomed_table" for row in query(port, "show tables in movielens")) \
-            and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert all(row[1] != "doomed_table" for row in query(port, "show tables in movielens"))
+    def dropped(rows):
+        return rows is not None and all(row[1] != "doomed_table" for row in rows)
+
+    assert dropped(eventually(port, "show tables in movielens", dropped))
 
 
 def reelhouse_run(settings, data, *extra, wait=True):

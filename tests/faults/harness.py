@@ -249,7 +249,8 @@ def wait_for_tables(port: int, tables: tuple[str, ...], seconds: float) -> None:
 class Readers(threading.Thread):
     """A BI client querying the Thrift server in a loop (bounded in count and time) while
     runs write: one query counts the rows of several tables; every result, when it came, and
-    every error are kept for the test to judge. A query costs the server about 0.7 s of CPU:
+    every error are kept for the test to judge. A query costs the server about 1.4 s of CPU
+    (its JVM used some 200 CPU-s for 140 queries in a chain):
     a pause of 4 s still queries every run many times (the shortest takes some 40 s)
     without taking much of a core from them."""
 
