@@ -19,11 +19,16 @@ REELHOUSE = [sys.executable, "-m", "pipelines.cli"]
 # The test session's heap (3g; 24 GB hold four such JVMs). With 1g, G1's concurrent marking
 # took a sixth of a run's CPU and a run 16% longer. The Spark UI is not needed.
 ENV = {**os.environ, "REELHOUSE_DRIVER_MEMORY": "3g"}
-# Adaptive query execution re-plans a query at every stage: on the chain's 2,000 ratings that
-# is a tenth of a run's CPU (a tiny full run: 268-276 CPU-s without, 284-335 with),
-# and it changes nothing the chain checks (what is committed, and when). The chain's own
-# session turns it off too (the same settings: the same plans, the same RMSE to the last bit).
-CHAIN_SQL_CONF = {"spark.sql.adaptive.enabled": "false"}
+# How Spark plans and evaluates a query changes nothing the chain checks (what is committed,
+# and when), and on its 2,000 ratings two of Spark's speed features cost more than they save.
+# Adaptive query execution re-plans a query at every stage: a tenth of a run's CPU. Generated
+# code is compiled (Janino, then the JIT) for every new plan, and a run of tiny queries never
+# earns it back: a cold tiny full run took 291 CPU-s (157 s) compiled and 226 CPU-s (124 s)
+# interpreted (Spark's own evaluators, which it tests against the generated code). The chain's
+# session uses the same settings: the same plans, the same RMSE to the last bit.
+CHAIN_SQL_CONF = {"spark.sql.adaptive.enabled": "false",
+                  "spark.sql.codegen.wholeStage": "false",
+                  "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
 SPARK_OPTIONS = ["--conf", "spark.ui.enabled=false",
                  *(arg for key, value in CHAIN_SQL_CONF.items()
                    for arg in ("--conf", f"{key}={value}"))]
