@@ -340,6 +340,19 @@ def dispatch(args: argparse.Namespace) -> int:
         version = jvm.check_java()
         jars = jvm.ensure_delta_jars(settings.jars_dir)
         progress.say(f"Java {version} ok; Delta jars cached: {', '.join(j.name for j in jars)}")
+        cache = jvm.start_cache_path(settings.jars_dir, jars)
+        if cache is not None and not cache.is_file():
+            from pipelines import pipeline
+
+            try:
+                with progress.step(f"recording the JVM start cache {cache} (once per Java and "
+                                   "Spark install; later starts take about half the time)"):
+                    pipeline.record_start_cache(settings, cache)
+            except Exception as exc:  # an optimisation only: say so and carry on
+                progress.say(f"could not record the JVM start cache ({str(exc).splitlines()[0]}):"
+                             " commands still work, they start without it")
+        elif cache is not None:
+            progress.say(f"JVM start cache: {cache}")
         return 0
 
     from pipelines import runner

@@ -8,6 +8,7 @@ it resolves at every start and misbehaves on the Thrift server (delta-io/delta#1
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -16,12 +17,18 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
 from pipelines.errors import ReelhouseError
 
-SUPPORTED_JAVA = (17, 21)
+SUPPORTED_JAVA = (17, 21, 25)  # Spark 4.2's
+# Java 25 before 25.0.3 has a G1 bug that corrupts data (JDK-8377811); Spark refuses it too.
+FIRST_SAFE_JAVA_25 = (25, 0, 3)
+# From Java 25 on, a JVM can start from an ahead-of-time cache of the classes an earlier run
+# loaded and linked and of how its methods ran (JEPs 483, 514, 515): see start_cache_path.
+START_CACHE_JAVA = 25
 MAVEN_REPO = os.environ.get("REELHOUSE_MAVEN_REPO", "https://repo1.maven.org/maven2")
 
 
@@ -54,25 +61,76 @@ def java_command() -> str:
     return found
 
 
-def check_java() -> int:
-    """Fail with one sentence unless a supported Java is on hand; returns its major version."""
-    java = java_command()
+@dataclass(frozen=True)
+class Java:
+    command: str
+    major: int
+    version: tuple[int, ...]  # (25, 0, 3)
+    banner: str  # `java -version`'s output: it names the exact build
+
+    @classmethod
+    def from_banner(cls, command: str, banner: str) -> Java:
+        match = re.search(r'version "(\d+)((?:\.\d+)*)', banner)
+        if not match:
+            raise ReelhouseError(
+                f"Could not read the Java version from {command}: install Java 17.")
+        numbers = (int(match.group(1)),) + tuple(int(n) for n in match.group(2).split(".") if n)
+        if numbers[0] == 1 and len(numbers) > 1:  # "1.8" style
+            numbers = numbers[1:]
+        return cls(command, numbers[0], numbers, banner.strip())
+
+    def problem(self) -> str | None:
+        """Why Spark must not run on this Java, in one sentence; None if it may."""
+        if self.major not in SUPPORTED_JAVA:
+            return (f"{self.command} is Java {self.major}, but Spark 4.2 needs Java 17, 21 or "
+                    "25: install Java 17 and set JAVA_HOME to it.")
+        if self.major == 25 and self.version < FIRST_SAFE_JAVA_25:
+            return (f"{self.command} is Java {'.'.join(map(str, self.version))}, whose G1 "
+                    "garbage collector can corrupt data (JDK-8377811): update it to 25.0.3 or "
+                    "later, or use Java 17.")
+        return None
+
+
+@functools.cache
+def java_at(command: str) -> Java:
+    """The Java at a path, from its `java -version` (run once per process)."""
     try:
-        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run([command, "-version"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ReelhouseError(
-            f"Could not run {java} ({exc}): install Java 17 or fix JAVA_HOME.") from exc
-    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
-    if not match:
-        raise ReelhouseError(f"Could not read the Java version from {java}: install Java 17.")
-    major = int(match.group(1))
-    if major == 1 and match.group(2):  # "1.8" style
-        major = int(match.group(2))
-    if major not in SUPPORTED_JAVA:
-        raise ReelhouseError(
-            f"{java} is Java {major}, but Spark 4 needs Java 17 or 21: install Java 17 and set "
-            "JAVA_HOME to it.")
-    return major
+            f"Could not run {command} ({exc}): install Java 17 or fix JAVA_HOME.") from exc
+    return Java.from_banner(command, out.stderr + out.stdout)
+
+
+def java() -> Java:
+    """The Java Spark will run on: JAVA_HOME's, else the one on PATH."""
+    return java_at(java_command())
+
+
+def check_java() -> int:
+    """Fail with one sentence unless a supported Java is on hand; returns its major version."""
+    found = java()
+    problem = found.problem()
+    if problem:
+        raise ReelhouseError(problem)
+    return found.major
+
+
+def start_cache_path(jars_dir: Path, jars: list[Path], found: Java | None = None) -> Path | None:
+    """Where the JVM start cache for this Java build (default: java()), Spark install and jars
+    lives, or None if that Java cannot use one. The JVM itself refuses a cache whose class path
+    changed; the name changes with anything that would make it refuse (a reinstalled pyspark,
+    other jars), so a stale cache is never tried."""
+    found = found or java()
+    if found.major < START_CACHE_JAVA:
+        return None
+    import pyspark
+
+    spark_jars = Path(pyspark.__file__).resolve().parent / "jars"
+    stamp = [found.command, found.banner, str(spark_jars), str(spark_jars.stat().st_mtime_ns)]
+    stamp += [f"{jar}:{jar.stat().st_size}:{jar.stat().st_mtime_ns}" for jar in jars]
+    key = hashlib.sha1("\n".join(stamp).encode()).hexdigest()[:16]
+    return jars_dir.parent / "jvm" / f"start-{found.major}-{key}.aot"
 
 
 def _fetch(url: str, dest: Path) -> None:

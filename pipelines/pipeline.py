@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipelines import catalog, evaluate, ingest, progress, report, runner, train
+from pipelines.errors import ReelhouseError
 from pipelines.settings import STEPS, Settings
 
 DEFAULT_SYNTHETIC_RATINGS = 100_000
@@ -153,6 +154,36 @@ def run_pipeline(spark, settings: Settings, data_dir: Path, run_id: str,
         except Exception as exc:  # never hide the run's own error behind this one
             progress.say(f"could not record the run in pipeline_runs: {exc}")
     return row
+
+
+def record_start_cache(settings: Settings, path: Path) -> None:
+    """The JVM start cache (Java 25+, see jvm.start_cache_path): one whole run, on a small
+    synthetic dataset in a scratch warehouse, in a JVM that writes the classes it loaded and
+    how its methods ran to `path` as it exits. Every step's code runs, so every command that
+    starts Spark (run, serve, spark-sql, sql...) finds most of what it loads in the cache."""
+    import tempfile
+    from dataclasses import replace
+
+    from pipelines.generate import generate_dataset
+    from pipelines.session import create_spark
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.part{path.suffix}")  # renamed once complete
+    with tempfile.TemporaryDirectory(prefix="reelhouse-start-cache-") as scratch:
+        scratch_dir = Path(scratch)
+        generate_dataset(scratch_dir / "data", 2_000, num_users=50, num_movies=150, seed=11)
+        scratch_settings = replace(settings, warehouse=str(scratch_dir / "warehouse"),
+                                   target_dir=scratch_dir / "target")
+        spark = create_spark(scratch_settings, app_name="reelhouse-start-cache",
+                             record_start_cache=partial)
+        run_pipeline(spark, scratch_settings, scratch_dir / "data", new_run_id())
+        process = spark.sparkContext._gateway.proc
+        spark.stop()
+        process.stdin.close()  # the JVM exits when its stdin closes, writing the cache first
+        process.wait(timeout=1800)
+    if not partial.is_file():
+        raise ReelhouseError(f"The JVM exited with {process.returncode} without writing {partial}.")
+    partial.replace(path)
 
 
 def write_summary(spark, settings: Settings, row: dict, path: Path) -> None:

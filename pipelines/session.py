@@ -35,7 +35,25 @@ def default_parallelism(settings: Settings) -> int:
     return max(2, 2 * cores)
 
 
-def spark_config(settings: Settings, jars: list[Path]) -> dict[str, str]:
+def driver_java_options(settings: Settings, jars: list[Path],
+                        record_start_cache: Path | None = None) -> str:
+    """Our log4j settings and, on Java 25+, the JVM start cache (jvm.start_cache_path): read
+    if `reelhouse setup` recorded one, or recorded into `record_start_cache` as the JVM exits."""
+    options = [f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}"]
+    if record_start_cache is not None:
+        options += [f"-XX:AOTCacheOutput={record_start_cache}", "-Xlog:disable",
+                    "-Xlog:all=error:stderr"]  # not its warnings about classes it leaves out
+        return " ".join(options)
+    cache = jvm.start_cache_path(settings.jars_dir, jars)
+    if cache is not None and cache.is_file():
+        # The JVM's own warnings (e.g. a cache it cannot use) go to stderr, not stdout: stdout
+        # carries query results.
+        options += [f"-XX:AOTCache={cache}", "-Xlog:disable", "-Xlog:all=warning:stderr"]
+    return " ".join(options)
+
+
+def spark_config(settings: Settings, jars: list[Path],
+                 record_start_cache: Path | None = None) -> dict[str, str]:
     """Every Spark setting we rely on, in one place, as plain key/value pairs. The same pairs
     are passed as `--conf` to `spark-sql` and the Thrift server."""
     partitions = str(default_parallelism(settings))
@@ -60,7 +78,8 @@ def spark_config(settings: Settings, jars: list[Path]) -> dict[str, str]:
         # ratings (bench event logs). Its default of 50 partitions makes each such job 50
         # tasks; our tables have tens of files, so one partition on a single machine.
         "spark.databricks.delta.snapshotPartitions": "1" if settings.is_local else partitions,
-        "spark.driver.extraJavaOptions": java_options,
+        "spark.driver.extraJavaOptions": driver_java_options(settings, jars,
+                                                             record_start_cache),
         "spark.executor.extraJavaOptions": java_options,
         # Models build side by side on threads (runner.build); each thread's jobs go to a
         # pool of their own, and FAIR shares the cores between pools, so a model's small jobs
@@ -88,7 +107,7 @@ def quiet_pyspark_error_logs() -> None:
 
 
 def create_spark(settings: Settings, app_name: str = "reelhouse", register: bool = True,
-                 extra_jars: list[Path] | None = None):
+                 extra_jars: list[Path] | None = None, record_start_cache: Path | None = None):
     """A SparkSession with Delta, the warehouse's tables registered by name and our UDFs."""
     jvm.check_java()
     jars = jvm.ensure_delta_jars(settings.jars_dir) + list(extra_jars or [])
@@ -98,7 +117,7 @@ def create_spark(settings: Settings, app_name: str = "reelhouse", register: bool
     # a task per core, and OpenBLAS's own threads would fight them for the cores.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     builder = SparkSession.builder.appName(app_name)
-    for key, value in spark_config(settings, jars).items():
+    for key, value in spark_config(settings, jars, record_start_cache).items():
         builder = builder.config(key, value)
     try:
         spark = builder.getOrCreate()

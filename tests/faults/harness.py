@@ -16,9 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REELHOUSE = [sys.executable, "-m", "pipelines.cli"]
+# The chain's runs and server may use another Java than the test session: `dev.sh test` points
+# REELHOUSE_FAULTS_JAVA_HOME at a Java 25 when the machine has one, and records its JVM start
+# cache first (jvm.start_cache_path). Nine cold `reelhouse run` JVMs are most of the chain's
+# time, and the cache takes a third off each start. The chain then also shows a warehouse
+# written on one Java carried on by another, to the same RMSE bit for bit.
+FAULTS_JAVA_HOME = os.environ.get("REELHOUSE_FAULTS_JAVA_HOME")
 # The test session's heap (3g; 24 GB hold four such JVMs). With 1g, G1's concurrent marking
 # took a sixth of a run's CPU and a run 16% longer. The Spark UI is not needed.
-ENV = {**os.environ, "REELHOUSE_DRIVER_MEMORY": "3g"}
+ENV = {**os.environ, "REELHOUSE_DRIVER_MEMORY": "3g",
+       **({"JAVA_HOME": FAULTS_JAVA_HOME} if FAULTS_JAVA_HOME else {})}
 # How Spark plans and evaluates a query changes nothing the chain checks (what is committed,
 # and when), and on its 2,000 ratings two of Spark's speed features cost more than they save.
 # Adaptive query execution re-plans a query at every stage: a tenth of a run's CPU. Generated
@@ -33,6 +40,17 @@ SPARK_OPTIONS = ["--conf", "spark.ui.enabled=false",
                  *(arg for key, value in CHAIN_SQL_CONF.items()
                    for arg in ("--conf", f"{key}={value}"))]
 SCHEMA = "movielens"
+
+
+def runs_java(jars_dir: Path) -> str:
+    """Which Java the chain's processes start on, and whether from a start cache."""
+    from pipelines import jvm
+
+    found = (jvm.java_at(str(Path(FAULTS_JAVA_HOME) / "bin" / "java")) if FAULTS_JAVA_HOME
+             else jvm.java())
+    cache = jvm.start_cache_path(jars_dir, jvm.ensure_delta_jars(jars_dir, quiet=True), found)
+    cached = "with" if cache is not None and cache.is_file() else "without"
+    return f"Java {'.'.join(map(str, found.version))} {cached} a start cache"
 
 
 # --- a pipeline run we can watch and kill -----------------------------------------------------

@@ -33,6 +33,7 @@ from .harness import (
     TableCounter,
     free_port,
     lock_holder,
+    runs_java,
     start_server,
     stop_server,
     wait_for_server,
@@ -90,6 +91,7 @@ class Chain:
     reference_model: dict = field(default_factory=dict)
     readers: Readers | None = None
     runs: list[Run] = field(default_factory=list)
+    java: str = ""  # what the runs and the server start on
 
 
 # --- the scenario ------------------------------------------------------------------------------
@@ -124,8 +126,8 @@ def chain(spark, tmp_path_factory, dataset):
         print(f"run on dataset A done ({clock()})")
         counter = TableCounter(spark, settings.warehouse)
         chain = Chain(settings.warehouse, folder, tmp_path_factory.mktemp("runs"),
-                      previous=counter.counts())
-        print(f"the chain's runs log their stderr in {chain.workdir}")
+                      previous=counter.counts(), java=runs_java(settings.jars_dir))
+        print(f"the chain's runs start on {chain.java} and log their stderr in {chain.workdir}")
         reference = copy_warehouse(settings, tmp_path_factory)
         (folder / "ratings-b.csv").write_text(ratings_b)  # what the chain and reference load
         # The reference is only needed to judge what the chain saw, at the end: it runs in
@@ -305,6 +307,15 @@ def test_clients_querying_throughout_never_fail_nor_see_a_partial_table(chain):
         assert seen <= {chain.previous[table], chain.new[table]}, table
 
 
+def test_the_runs_start_from_the_jvm_start_cache_where_one_was_recorded(chain):
+    if "with a start cache" not in chain.java:
+        pytest.skip(f"the chain's runs start on {chain.java}")
+    # A JVM that cannot use its cache (another build, a changed class path) says so on stderr
+    # ("[warning][aot] ...") and starts without it.
+    refusals = [line for run in chain.runs for line in run.lines if "][aot]" in line]
+    assert refusals == []
+
+
 def test_summary_every_fault_recovered_and_no_row_lost(chain, capsys):
     injected = len(chain.faults)
     recovered_runs = sum(recovered(fault, chain) for fault in chain.faults)
@@ -313,6 +324,7 @@ def test_summary_every_fault_recovered_and_no_row_lost(chain, capsys):
     with capsys.disabled():
         print(f"\nfault injection: {injected} faults injected, {recovered_runs} runs recovered, "
               f"{lost} rows lost, {len(readers.results):,} reader queries, "
-              f"{len(readers.errors)} reader errors, {clock()} from the chain's start")
+              f"{len(readers.errors)} reader errors, {clock()} from the chain's start "
+              f"(runs on {chain.java})")
     assert injected == recovered_runs == len(KILL_POINTS)
     assert lost == 0
