@@ -273,12 +273,12 @@ class Readers(threading.Thread):
     """A BI client querying the Thrift server in a loop (bounded in count and time) while
     runs write: one query counts the rows of several tables; every result, when it came, and
     every error are kept for the test to judge. A query costs the server about 1.4 s of CPU
-    (its JVM used some 200 CPU-s for 140 queries in a chain):
-    a pause of 4 s still queries every run many times (the shortest takes some 40 s)
-    without taking much of a core from them."""
+    (its JVM used some 200 CPU-s for 140 queries in a chain): a pause of 6 s still queries
+    every run several times (the shortest takes some 35 s) without taking much of a core from
+    them."""
 
     def __init__(self, port: int, tables: tuple[str, ...], max_queries: int = 5000,
-                 max_seconds: float = 1800, pause: float = 4.0):
+                 max_seconds: float = 1800, pause: float = 6.0):
         super().__init__(daemon=True)
         self.port, self.tables = port, tables
         self.max_queries, self.max_seconds, self.pause = max_queries, max_seconds, pause
