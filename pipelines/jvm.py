@@ -133,6 +133,24 @@ def start_cache_path(jars_dir: Path, jars: list[Path], found: Java | None = None
     return jars_dir.parent / "jvm" / f"start-{found.major}-{key}.aot"
 
 
+START_CACHES_KEPT = 3  # about 230 MB each; a new virtualenv or Java build records another
+
+
+def prune_start_caches(folder: Path, keep: int = START_CACHES_KEPT) -> list[Path]:
+    """Delete all but the `keep` newest start caches, and half-written ones an hour old (a
+    younger one may be another process's recording); returns what was deleted."""
+    import time
+
+    partial = set(folder.glob("start-*.part.aot*"))
+    caches = sorted(set(folder.glob("start-*.aot")) - partial, key=lambda p: p.stat().st_mtime,
+                    reverse=True)
+    abandoned = [p for p in sorted(partial) if p.stat().st_mtime < time.time() - 3600]
+    doomed = caches[keep:] + abandoned
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return doomed
+
+
 def _fetch(url: str, dest: Path) -> None:
     tmp = dest.with_suffix(dest.suffix + ".part")
     with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:

@@ -164,10 +164,13 @@ def record_start_cache(settings: Settings, path: Path) -> None:
     import tempfile
     from dataclasses import replace
 
+    from pipelines import jvm
     from pipelines.generate import generate_dataset
     from pipelines.session import create_spark
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Caches of other virtualenvs and Java builds: only the newest few are kept.
+    jvm.prune_start_caches(path.parent, keep=jvm.START_CACHES_KEPT - 1)
     partial = path.with_name(f"{path.stem}.part{path.suffix}")  # renamed once complete
     with tempfile.TemporaryDirectory(prefix="reelhouse-start-cache-") as scratch:
         scratch_dir = Path(scratch)

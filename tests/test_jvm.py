@@ -106,3 +106,18 @@ def test_a_recorded_start_cache_is_passed_to_the_jvm_with_its_warnings_on_stderr
     recording = session.driver_java_options(settings, jars, record_start_cache=tmp_path / "x.aot")
     assert f"-XX:AOTCacheOutput={tmp_path / 'x.aot'}" in recording.split()
     assert "-XX:AOTCache=" not in recording
+
+
+def test_only_the_newest_start_caches_are_kept(tmp_path):
+    for age, name in enumerate(["start-25-a.aot", "start-25-b.aot", "start-25-c.aot",
+                                "start-25-d.aot"]):
+        (tmp_path / name).write_bytes(b"cache")
+        os.utime(tmp_path / name, (1_000_000 - age, 1_000_000 - age))  # a is the newest
+    (tmp_path / "start-25-e.part.aot").write_bytes(b"left half written long ago")
+    os.utime(tmp_path / "start-25-e.part.aot", (1_000_000, 1_000_000))
+    (tmp_path / "start-25-f.part.aot").write_bytes(b"being recorded now")
+    deleted = jvm.prune_start_caches(tmp_path, keep=2)
+    assert sorted(p.name for p in deleted) == ["start-25-c.aot", "start-25-d.aot",
+                                               "start-25-e.part.aot"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["start-25-a.aot", "start-25-b.aot",
+                                                          "start-25-f.part.aot"]
