@@ -37,11 +37,13 @@ case "$command" in
         .venv/bin/sqlfluff lint sql udfs
         # The fault chain (tests/faults) starts a JVM ten times: where the machine has a Java 25
         # beside the default one, its processes run on it, from a JVM start cache recorded once
-        # here (reelhouse setup). The rest of the suite runs on the default Java.
+        # here (reelhouse setup, with the chain's settings). The rest of the suite runs on the
+        # default Java.
         if [ -z "${REELHOUSE_FAULTS_JAVA_HOME:-}" ]; then
             for home in /usr/lib/jvm/*; do
                 if [ -x "$home/bin/java" ] && "$home/bin/java" -version 2>&1 | grep -q 'version "25\.'; then
-                    JAVA_HOME=$home .venv/bin/reelhouse setup && export REELHOUSE_FAULTS_JAVA_HOME=$home
+                    JAVA_HOME=$home .venv/bin/python -m tests.faults.harness \
+                        && export REELHOUSE_FAULTS_JAVA_HOME=$home
                     break
                 fi
             done

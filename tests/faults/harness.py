@@ -17,25 +17,29 @@ from pathlib import Path
 
 REELHOUSE = [sys.executable, "-m", "pipelines.cli"]
 # The chain's runs and server may use another Java than the test session: `dev.sh test` points
-# REELHOUSE_FAULTS_JAVA_HOME at a Java 25 when the machine has one, and records its JVM start
-# cache first (jvm.start_cache_path). Nine cold `reelhouse run` JVMs are most of the chain's
-# time, and the cache takes a third off each start. The chain then also shows a warehouse
-# written on one Java carried on by another, to the same RMSE bit for bit.
+# REELHOUSE_FAULTS_JAVA_HOME at a Java 25 when the machine has one, and first records its JVM
+# start cache with the chain's settings (`python -m tests.faults.harness`, below). Nine cold
+# `reelhouse run` JVMs are most of the chain's time; a tiny run recorded and replayed with
+# these settings took 173 CPU-s against 218 without a cache. The chain then also shows a
+# warehouse written on one Java carried on by another, to the same RMSE bit for bit.
 FAULTS_JAVA_HOME = os.environ.get("REELHOUSE_FAULTS_JAVA_HOME")
 # The test session's heap (3g; 24 GB hold four such JVMs). With 1g, G1's concurrent marking
 # took a sixth of a run's CPU and a run 16% longer. The Spark UI is not needed.
 ENV = {**os.environ, "REELHOUSE_DRIVER_MEMORY": "3g",
        **({"JAVA_HOME": FAULTS_JAVA_HOME} if FAULTS_JAVA_HOME else {})}
 # How Spark plans and evaluates a query changes nothing the chain checks (what is committed,
-# and when), and on its 2,000 ratings two of Spark's speed features cost more than they save.
+# and when), and on its 2,000 ratings three of Spark's speed settings cost more than they save.
 # Adaptive query execution re-plans a query at every stage: a tenth of a run's CPU. Generated
 # code is compiled (Janino, then the JIT) for every new plan, and a run of tiny queries never
 # earns it back: a cold tiny full run took 291 CPU-s (157 s) compiled and 226 CPU-s (124 s)
-# interpreted (Spark's own evaluators, which it tests against the generated code). The chain's
-# session uses the same settings: the same plans, the same RMSE to the last bit.
+# interpreted (Spark's own evaluators, which it tests against the generated code). Four
+# shuffle partitions (two per core) are four tasks per stage for a few thousand rows: with
+# two, a tiny run on Java 25 took 201 CPU-s instead of 221. The chain's session uses the same
+# settings: the same plans, the same RMSE to the last bit.
 CHAIN_SQL_CONF = {"spark.sql.adaptive.enabled": "false",
                   "spark.sql.codegen.wholeStage": "false",
-                  "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
+                  "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+                  "spark.sql.shuffle.partitions": "2"}
 SPARK_OPTIONS = ["--conf", "spark.ui.enabled=false",
                  *(arg for key, value in CHAIN_SQL_CONF.items()
                    for arg in ("--conf", f"{key}={value}"))]
@@ -195,9 +199,10 @@ class TableCounter:
     warehouse: str
     _known: dict = field(default_factory=dict)
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, versions: dict[str, int] | None = None) -> dict[str, int]:
+        """At the given versions (default: the latest)."""
         result = {}
-        for table, version in table_versions(self.warehouse).items():
+        for table, version in (versions or table_versions(self.warehouse)).items():
             if (table, version) not in self._known:
                 location = f"{self.warehouse}/{SCHEMA}/{table}"
                 self._known[(table, version)] = self.spark.sql(
@@ -309,3 +314,10 @@ class Readers(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join(timeout=120)
+
+
+if __name__ == "__main__":
+    # dev.sh test, with JAVA_HOME at the Java the chain will use: `reelhouse setup` with the
+    # chain's settings, so the JVM start cache it records (on Java 25) holds what the chain's
+    # processes load and run.
+    sys.exit(subprocess.call(REELHOUSE + ["setup", *SPARK_OPTIONS]))

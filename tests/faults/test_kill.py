@@ -36,6 +36,7 @@ from .harness import (
     runs_java,
     start_server,
     stop_server,
+    table_versions,
     wait_for_server,
     wait_for_tables,
 )
@@ -71,9 +72,10 @@ class Fault:
     run_id: str
     pid: int
     exit_code: int
-    counts: dict[str, int]  # every table on storage right after the kill
+    versions: dict[str, int]  # every table's version on storage right after the kill
     lock: dict | None  # the lock file as the killed run left it
     next_run_took_over: bool = False
+    counts: dict[str, int] = field(default_factory=dict)  # their rows at those versions
 
 
 @dataclass
@@ -190,21 +192,29 @@ def uninterrupted_run(spark, settings, folder) -> tuple[dict[str, int], dict]:
 
 def run_killed_chain(chain: Chain, counter: TableCounter) -> None:
     """Each run is killed at its point; after each kill the warehouse is inspected; a last
-    run must complete."""
-    for point in KILL_POINTS:
-        fired = point.trigger.arm(chain.warehouse)  # before the run can write anything
-        run = start_next_run(chain)
-        if not run.wait_until(fired, RUN_SECONDS):
-            pytest.fail(f"the run ended (exit {run.process.returncode}) before the kill point "
-                        f"{point.name!r}:\n{run.stderr[-3000:]}")
-        exit_code = run.kill()
-        print(f"killed run {run.run_id} at {point.name!r} ({clock()})")
-        chain.faults.append(Fault(point, run.run_id, run.process.pid, exit_code,
-                                  counter.counts(), lock_holder(chain.warehouse)))
-    final = start_next_run(chain)
-    exit_code = final.finish(RUN_SECONDS)
-    assert exit_code == 0, final.stderr[-3000:]
-    print(f"run {final.run_id} completed ({clock()})")
+    run must complete. What a kill left is read from storage at once (the tables' versions
+    from their log file names, the lock file); their rows are counted at those versions on
+    another thread while the next run starts (a Delta version never changes)."""
+    with ThreadPoolExecutor(max_workers=1) as counting:
+        counted = []
+        for point in KILL_POINTS:
+            fired = point.trigger.arm(chain.warehouse)  # before the run can write anything
+            run = start_next_run(chain)
+            if not run.wait_until(fired, RUN_SECONDS):
+                pytest.fail(f"the run ended (exit {run.process.returncode}) before the kill "
+                            f"point {point.name!r}:\n{run.stderr[-3000:]}")
+            exit_code = run.kill()
+            print(f"killed run {run.run_id} at {point.name!r} ({clock()})")
+            fault = Fault(point, run.run_id, run.process.pid, exit_code,
+                          table_versions(chain.warehouse), lock_holder(chain.warehouse))
+            chain.faults.append(fault)
+            counted.append(counting.submit(counter.counts, fault.versions))
+        final = start_next_run(chain)
+        exit_code = final.finish(RUN_SECONDS)
+        assert exit_code == 0, final.stderr[-3000:]
+        print(f"run {final.run_id} completed ({clock()})")
+        for fault, counts in zip(chain.faults, counted, strict=True):
+            fault.counts = counts.result()
 
 
 def start_next_run(chain: Chain) -> Run:
