@@ -20,6 +20,7 @@ from pipelines.errors import ReelhouseError
 from pipelines.settings import Settings
 
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
+LOG4J_OPTION = f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}"  # every JVM: driver, executors
 
 
 def default_parallelism(settings: Settings) -> int:
@@ -39,7 +40,7 @@ def driver_java_options(settings: Settings, jars: list[Path],
                         record_start_cache: Path | None = None) -> str:
     """Our log4j settings and, on Java 25+, the JVM start cache (jvm.start_cache_path): read
     if `reelhouse setup` recorded one, or recorded into `record_start_cache` as the JVM exits."""
-    options = [f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}"]
+    options = [LOG4J_OPTION]
     if record_start_cache is not None:
         options += [f"-XX:AOTCacheOutput={record_start_cache}", "-Xlog:disable",
                     "-Xlog:all=error:stderr"]  # not its warnings about classes it leaves out
@@ -57,7 +58,6 @@ def spark_config(settings: Settings, jars: list[Path],
     """Every Spark setting we rely on, in one place, as plain key/value pairs. The same pairs
     are passed as `--conf` to `spark-sql` and the Thrift server."""
     partitions = str(default_parallelism(settings))
-    java_options = f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}"
     conf = {
         "spark.master": settings.master,
         "spark.driver.memory": settings.driver_memory,
@@ -80,7 +80,7 @@ def spark_config(settings: Settings, jars: list[Path],
         "spark.databricks.delta.snapshotPartitions": "1" if settings.is_local else partitions,
         "spark.driver.extraJavaOptions": driver_java_options(settings, jars,
                                                              record_start_cache),
-        "spark.executor.extraJavaOptions": java_options,
+        "spark.executor.extraJavaOptions": LOG4J_OPTION,
         # Models build side by side on threads (runner.build); each thread's jobs go to a
         # pool of their own, and FAIR shares the cores between pools, so a model's small jobs
         # (Delta log reads, commits) are not queued behind another model's big scan. Train's

@@ -279,8 +279,8 @@ class Readers(threading.Thread):
     runs write: one query counts the rows of several tables; every result, when it came, and
     every error are kept for the test to judge. A query costs the server about 1.4 s of CPU
     (its JVM used some 200 CPU-s for 140 queries in a chain): a pause of 6 s still queries
-    every run several times (the shortest takes some 35 s) without taking much of a core from
-    them."""
+    every run at least twice (the shortest, killed inside the ALS fit, takes some 28 s)
+    without taking much of a core from them."""
 
     def __init__(self, port: int, tables: tuple[str, ...], max_queries: int = 5000,
                  max_seconds: float = 1800, pause: float = 6.0):
