@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.conftest import SMALL_DATA_SQL_CONF
+
 REELHOUSE = [sys.executable, "-m", "pipelines.cli"]
 # The chain's runs and server may use another Java than the test session: `dev.sh test` points
 # REELHOUSE_FAULTS_JAVA_HOME at a Java 25 when the machine has one, and first records its JVM
@@ -27,21 +29,12 @@ FAULTS_JAVA_HOME = os.environ.get("REELHOUSE_FAULTS_JAVA_HOME")
 # took a sixth of a run's CPU and a run 16% longer. The Spark UI is not needed.
 ENV = {**os.environ, "REELHOUSE_DRIVER_MEMORY": "3g",
        **({"JAVA_HOME": FAULTS_JAVA_HOME} if FAULTS_JAVA_HOME else {})}
-# How Spark plans and evaluates a query changes nothing the chain checks (what is committed,
-# and when), and on its 2,000 ratings three of Spark's speed settings cost more than they save.
-# Adaptive query execution re-plans a query at every stage: a tenth of a run's CPU. Generated
-# code is compiled (Janino, then the JIT) for every new plan, and a run of tiny queries never
-# earns it back: a cold tiny full run took 291 CPU-s (157 s) compiled and 226 CPU-s (124 s)
-# interpreted (Spark's own evaluators, which it tests against the generated code). Four
-# shuffle partitions (two per core) are four tasks per stage for a few thousand rows: with
-# two, a tiny run on Java 25 took 201 CPU-s instead of 221. The chain's session uses the same
-# settings: the same plans, the same RMSE to the last bit.
-CHAIN_SQL_CONF = {"spark.sql.adaptive.enabled": "false",
-                  "spark.sql.codegen.wholeStage": "false",
-                  "spark.sql.codegen.factoryMode": "NO_CODEGEN",
-                  "spark.sql.shuffle.partitions": "2"}
+# The chain's runs, server and in-process runs share the test session's small-data SQL
+# settings (conftest.SMALL_DATA_SQL_CONF: no adaptive execution, no generated code, two
+# shuffle partitions): the same plans everywhere, the same RMSE to the last bit, and some 45
+# CPU-s less per cold run.
 SPARK_OPTIONS = ["--conf", "spark.ui.enabled=false",
-                 *(arg for key, value in CHAIN_SQL_CONF.items()
+                 *(arg for key, value in SMALL_DATA_SQL_CONF.items()
                    for arg in ("--conf", f"{key}={value}"))]
 SCHEMA = "movielens"
 

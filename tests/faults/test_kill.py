@@ -25,7 +25,6 @@ from pipelines.settings import STEPS
 
 from .. import conftest
 from .harness import (
-    CHAIN_SQL_CONF,
     AtLine,
     AtNewFiles,
     KillPoint,
@@ -118,13 +117,12 @@ def chain(spark, tmp_path_factory, dataset):
     STARTED = time.monotonic()
     folder, ratings_b = dataset
     settings = conftest.fresh_warehouse(spark, tmp_path_factory, "chain")
-    session_conf = {key: spark.conf.get(key) for key in CHAIN_SQL_CONF}
     port = free_port()
     server = start_server(settings.warehouse, port)  # its JVM starts while run A works
     readers, background = None, ThreadPoolExecutor(max_workers=1)
     try:
-        for key, value in CHAIN_SQL_CONF.items():  # as the chain's runs have it
-            spark.conf.set(key, value)
+        for key, value in conftest.SMALL_DATA_SQL_CONF.items():  # as the chain's processes
+            spark.conf.set(key, value)  # have them (the session's own, whatever a test left)
         run_in_this_process(spark, settings, folder)  # dataset A: the 'previous' state
         print(f"run on dataset A done ({clock()})")
         counter = TableCounter(spark, settings.warehouse)
@@ -160,8 +158,6 @@ def chain(spark, tmp_path_factory, dataset):
         if readers is not None:
             readers.stop()
         stop_server(server)
-        for key, value in session_conf.items():
-            spark.conf.set(key, value)
 
 
 def clock() -> str:
