@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import SMALL_DATA_SQL_CONF
+from ..conftest import TEST_SPARK_CONF
 
 REELHOUSE = [sys.executable, "-m", "pipelines.cli"]
 # The chain's runs and server may use another Java than the test session: `dev.sh test` points
@@ -29,13 +29,10 @@ FAULTS_JAVA_HOME = os.environ.get("REELHOUSE_FAULTS_JAVA_HOME")
 # took a sixth of a run's CPU and a run 16% longer. The Spark UI is not needed.
 ENV = {**os.environ, "REELHOUSE_DRIVER_MEMORY": "3g",
        **({"JAVA_HOME": FAULTS_JAVA_HOME} if FAULTS_JAVA_HOME else {})}
-# The chain's runs, server and in-process runs share the test session's small-data SQL
-# settings (conftest.SMALL_DATA_SQL_CONF: no adaptive execution, no generated code, two
-# shuffle partitions): the same plans everywhere, the same RMSE to the last bit, and some 45
-# CPU-s less per cold run.
-SPARK_OPTIONS = ["--conf", "spark.ui.enabled=false",
-                 *(arg for key, value in SMALL_DATA_SQL_CONF.items()
-                   for arg in ("--conf", f"{key}={value}"))]
+# The chain's runs and server get the test session's own Spark settings (conftest: no UI, and
+# the small-data SQL settings): the same plans as its in-process runs, the same RMSE to the
+# last bit.
+SPARK_OPTIONS = [arg for key, value in TEST_SPARK_CONF for arg in ("--conf", f"{key}={value}")]
 SCHEMA = "movielens"
 
 
