@@ -453,7 +453,7 @@ def append_once(spark, settings: Settings, df, table: str, write_id: str,
     table, empty, so that every row arrives through an idempotent append."""
     if not table_exists(spark, settings, table):
         replace_table(spark, settings, df.limit(0), table, comment, column_comments)
-    (df.write.format("delta").mode("append")
+    (df.write.format("delta").mode("append").option("mergeSchema", "true")  # new columns
         .option("txnAppId", write_id).option("txnVersion", 1)
         .save(settings.table_location(table)))
 

@@ -35,6 +35,14 @@ def _latest_run(spark, settings: Settings):
     return run
 
 
+def serving_params(run) -> dict:
+    """The parameters of the model behind movie_factors and recommendations: the list model
+    (runs before it existed served the rating model)."""
+    if "list_params" in run.__fields__ and run.list_params:
+        return json.loads(run.list_params)
+    return json.loads(run.params)
+
+
 def _check_top_n(top_n) -> int:
     if isinstance(top_n, bool) or not isinstance(top_n, int) or not 1 <= top_n <= 1000:
         raise ReelhouseError(f"--top-n must be a whole number from 1 to 1000, got {top_n!r}.")
@@ -52,7 +60,7 @@ def _with_titles(spark, settings: Settings, df):
 def for_user(spark, settings: Settings, user_id: int, top_n: int | None = None):
     """The user's top N from the latest run, with titles, years and genres, best first."""
     run = _latest_run(spark, settings)
-    stored = json.loads(run.params)["top_n"]
+    stored = serving_params(run)["top_n"]
     top_n = stored if top_n is None else _check_top_n(top_n)
     if top_n > stored:
         raise ReelhouseError(f"The latest run kept {stored} recommendations per user: ask for "
@@ -142,8 +150,10 @@ def solve_user_implicit(factors: np.ndarray, ratings: np.ndarray, all_gram: np.n
                         reg_param: float, alpha: float, nonnegative: bool = False):
     """Implicit ALS's user step (Hu, Koren, Volinsky 2008) as Spark solves it: preference 1
     for each rated movie with confidence 1 + α·r, preference 0 with confidence 1 for every
-    other movie (that is YᵀY over all movies), regularisation λ·n."""
-    n, rank = factors.shape
+    other movie (that is YᵀY over all movies), regularisation λ·n, n the movies with r > 0
+    (a 0, such as a rating under the confidence threshold, counts as not rated)."""
+    rank = factors.shape[1]
+    n = int(np.count_nonzero(ratings > 0))
     confidence = 1.0 + alpha * np.abs(ratings)
     gram = all_gram + factors.T @ ((confidence - 1.0)[:, None] * factors) \
         + reg_param * n * np.eye(rank)
@@ -187,7 +197,7 @@ def fold_in(spark, settings: Settings, ratings: list[tuple[int, float]], top_n: 
     (rank, movie_id, title, year, genres, score), never a movie the user rated."""
     top_n = _check_top_n(top_n)
     run = _latest_run(spark, settings)
-    params = json.loads(run.params)
+    params = serving_params(run)
     low, high = run.rating_scale_min, run.rating_scale_max
     for movie_id, rating in ratings:
         if not low <= rating <= high:
@@ -199,6 +209,9 @@ def fold_in(spark, settings: Settings, ratings: list[tuple[int, float]], top_n: 
         f"from {catalog.qualified(settings, 'movie_factors')} "
         f"version as of {int(run.output_versions['movie_factors'])}")
     given = catalog.literal_rows(spark, [("movie_id", "int"), ("rating", "double")], ratings)
+    if params["implicit"]:  # what the list model learnt from a rating, as in training
+        value = train.implicit_value_sql(train.TrainParams(**params))
+        given = given.selectExpr("movie_id", f"cast({value} as double) as rating")
     missing = [r.movie_id for r in given.join(movies, "movie_id", "left_anti")
                .orderBy("movie_id").limit(5).collect()]
     if missing:
@@ -216,7 +229,7 @@ def fold_in(spark, settings: Settings, ratings: list[tuple[int, float]], top_n: 
     q = np.array([row.factors for row in known], dtype=np.float64)
     r = np.array([row.rating for row in known])
     movie_bias = np.array([row.bias for row in known])
-    mean = run.global_mean or 0.0
+    mean = (run.serving_global_mean if "list_params" in run.__fields__ else run.global_mean) or 0.0
     if params["implicit"]:
         gram = _movie_gram(spark, movie_factors, q.shape[1])
         p = solve_user_implicit(q, r, gram, params["reg_param"], params["alpha"],

@@ -1,18 +1,27 @@
-"""`reelhouse train` and `reelhouse tune`: fit Spark MLlib ALS on the train rows of
-movielens.ratings_split and publish what analysts query.
+"""`reelhouse train` and `reelhouse tune`: fit Spark MLlib ALS and publish what analysts query.
+
+Two models, each chosen by measurement (README, Accuracy):
+- the rating model, explicit bias-centred ALS: the global mean and damped movie and user
+  biases are computed in SQL and ALS learns the residuals; an estimate is global mean + user
+  bias + movie bias + user factors . movie factors. It gives predictions and the RMSE.
+- the list model, implicit-feedback ALS by default (LIST_DEFAULTS): ratings as confidence
+  (Hu, Koren, Volinsky 2008). Explicit ALS is right for rating estimates and wrong for top-N
+  lists; implicit ALS's lists rank far better.
 
 One training run, read top to bottom in `train`:
 1. check the parameters (a bad value fails here, before any table is touched), then put back
    any output table that a killed earlier run left half-written (`recover_interrupted`);
 2. read the inputs at fixed Delta versions, recorded on the run, so a rebuild in another
    process cannot change the data halfway through;
-3. bias-centred runs (the default, see DEFAULTS_EVIDENCE): the global mean and damped movie
-   and user biases are computed in SQL and ALS learns the residuals; a prediction is
-   global mean + user bias + movie bias + user factors . movie factors;
-4. write user_factors, movie_factors, predictions, recommendations and similar_movies, one
-   Delta commit each;
-5. write the model_runs row last, with the Delta version of every table the run wrote.
-If anything in 2-5 fails, every output table goes back to its version before the run, so the
+3. evaluation: both models fit on the train rows only; predictions of the test rows, and the
+   list model's top N for every user with a test rating (test_recommendations, train items
+   excluded), which ranking_metrics scores; the other model's lists go to
+   candidate_recommendations;
+4. serving: the list model refit on every rating with the same settings; recommendations
+   (never a movie the user rated anywhere), similar_movies and the factors come from it;
+5. write every output table, one Delta commit each, and save both models;
+6. write the model_runs row last, with the Delta version of every table the run wrote.
+If anything in 2-6 fails, every output table goes back to its version before the run, so the
 previous run's tables stay exactly as they were. A run killed outright (no chance to clean
 up) is repaired by the next `train`, from the versions on the latest model_runs row.
 """
@@ -32,9 +41,10 @@ from pipelines import catalog, progress
 from pipelines.errors import ReelhouseError
 from pipelines.settings import Settings
 
-INPUT_TABLES = ("ratings_split", "movie_stats", "ratings")
-OUTPUT_TABLES = ("user_factors", "movie_factors", "predictions", "recommendations",
-                 "similar_movies")
+INPUT_TABLES = ("ratings_split", "ratings")
+OUTPUT_TABLES = ("user_factors", "movie_factors", "rating_user_factors", "rating_movie_factors",
+                 "predictions", "test_recommendations", "candidate_recommendations",
+                 "recommendations", "similar_movies")
 RUNS_TABLE = "model_runs"
 TRIALS_TABLE = "model_trials"
 
@@ -56,8 +66,13 @@ class TrainParams:
     rank: int = 30
     max_iter: int = 15
     reg_param: float = 0.15
-    alpha: float = 1.0  # implicit mode only: confidence = 1 + alpha * rating (Hu et al.)
+    alpha: float = 1.0  # implicit mode only: confidence = 1 + alpha * value (Hu et al.)
     implicit: bool = False
+    # implicit mode only: the value a rating becomes (see implicit_value_sql): the rating
+    # itself, 1 for every rating ('binary'), or 1 for ratings >= confidence_threshold and
+    # nothing for the rest ('threshold').
+    confidence: str = "rating"
+    confidence_threshold: float = 4.0
     nonnegative: bool = False
     seed: int = 42
     top_n: int = 10
@@ -85,6 +100,10 @@ class TrainParams:
         _number("alpha", self.alpha, 0.0)
         _number("user-bias-damping", self.user_bias_damping, 0.0)
         _number("movie-bias-damping", self.movie_bias_damping, 0.0)
+        _number("confidence-threshold", self.confidence_threshold, 0.0)
+        if self.confidence not in CONFIDENCES:
+            raise ReelhouseError(f"--confidence must be one of {', '.join(CONFIDENCES)}, got "
+                                 f"{self.confidence!r}.")
         for name in ("implicit", "nonnegative"):
             if not isinstance(getattr(self, name), bool):
                 raise ReelhouseError(f"{name} must be true or false.")
@@ -95,6 +114,32 @@ class TrainParams:
                                  "--bias-centred or --implicit.")
         return replace(self, bias_centred=not self.implicit if self.bias_centred is None
                        else self.bias_centred)
+
+
+CONFIDENCES = ("rating", "binary", "threshold")
+
+
+def implicit_value_sql(params: TrainParams) -> str:
+    """What implicit ALS learns from a rating, as a SQL expression over `rating`: Spark takes
+    confidence 1 + alpha * value and preference value > 0, so a 0 counts as not rated."""
+    if params.confidence == "binary":
+        return "cast(1.0 as float)"
+    if params.confidence == "threshold":
+        return f"cast(if(rating >= {params.confidence_threshold!r}, 1.0, 0.0) as float)"
+    return "cast(rating as float)"
+
+
+# The list model: implicit-feedback ALS, chosen by measurement (README, Accuracy; reproduce
+# with `python -m bench.accuracy --ranking`): on ml-latest-small its test lists rank at
+# about 1.85x the most-rated baseline, where the explicit rating model's rank below it.
+LIST_DEFAULTS = TrainParams(rank=64, max_iter=15, reg_param=0.3, alpha=1.0, implicit=True,
+                            confidence="rating")
+LIST_MODELS = ("implicit", "explicit")
+
+
+def list_model_name(params: TrainParams) -> str:
+    """How ranking_metrics and model_runs name a model's lists."""
+    return "implicit_als" if params.implicit else "explicit_als"
 
 
 def _whole(name: str, value, low: int, high: int) -> None:
@@ -174,8 +219,12 @@ def baseline(spark, train_rows, params: TrainParams) -> Baseline:
     return Baseline(float(mean), user_biases.cache(), movie_biases.cache())
 
 
-def residuals(train_rows, base: Baseline):
-    """The value ALS learns for each train rating: the rating less the baseline."""
+def residuals(train_rows, base: Baseline, params: TrainParams | None = None):
+    """The value ALS learns for each train rating: the rating less the baseline (explicit),
+    or what the rating says of a preference (implicit, implicit_value_sql)."""
+    if params is not None and params.implicit:
+        return train_rows.selectExpr("user_id", "movie_id",
+                                     f"{implicit_value_sql(params)} as target")
     if base.user_biases is None:
         return train_rows.selectExpr("user_id", "movie_id", "cast(rating as float) as target")
     user = base.user_biases.withColumnRenamed("bias", "user_bias")
@@ -220,21 +269,21 @@ def factor_table(factors, biases, train_rows, run_id: str, key: str):
                          "coalesce(bias, 0.0) as bias", "coalesce(num_ratings, 0) as num_ratings")
 
 
-DOT = ("aggregate(zip_with(users.factors, movies.factors, (u, m) -> cast(u as double) * m), "
-       "cast(0 as double), (total, x) -> total + x)")
-
-
 def score_pairs(pairs, user_factors, movie_factors, global_mean: float,
                 scale: tuple[float, float] | None):
     """Predicted ratings for (user_id, movie_id, …) pairs whose user and movie both have
-    factors, clipped to the rating scale (scale None: the raw score, for implicit models)."""
+    factors, by the SQL function movielens.rating_estimate (udfs/ratings.sql, also behind the
+    rating_estimates view), within the rating scale (None: unbounded)."""
     from pyspark.sql.functions import expr
 
-    raw = f"{global_mean!r} + users.bias + movies.bias + {DOT}"
+    low, high = scale if scale is not None else (None, None)
+    estimate = (f"movielens.rating_estimate({global_mean!r}, users.bias, movies.bias, "
+                f"users.factors, movies.factors, {catalog.sql_literal(low)}, "
+                f"{catalog.sql_literal(high)})")
     return (pairs.alias("pairs")
             .join(user_factors.alias("users"), expr("pairs.user_id = users.id"))
             .join(movie_factors.alias("movies"), expr("pairs.movie_id = movies.id"))
-            .selectExpr("pairs.*", f"{clip(raw, scale)} as prediction"))
+            .selectExpr("pairs.*", f"{estimate} as prediction"))
 
 
 # Errors are summed as decimals: exact, so the total does not depend on the order in which
@@ -265,6 +314,10 @@ def factor_model(spark, rank: int, user_factors, item_factors, user_col: str, it
         f"reelhouse_{uuid.uuid4().hex[:8]}", rank, user_factors._jdf, item_factors._jdf)
     java_model.setUserCol(user_col)
     java_model.setItemCol(item_col)
+    # Made this way the model has no param defaults: set what transform() reads (a saved
+    # model carries them), leaving pairs it cannot score as NaN, as ALS's own default does.
+    java_model.setPredictionCol("prediction")
+    java_model.setColdStartStrategy("nan")
     return ALSModel(java_model)
 
 
@@ -346,19 +399,16 @@ def similar_movies(spark, movie_factors, rank: int, top_n: int, min_ratings: int
             .select("movie_id", "rank", "similar_movie_id", "similarity"))
 
 
-def popular_for_cold_users(ratings, user_factors, movie_stats, top_n: int):
-    """Users in ratings without factors (none of their ratings is in train) get the top N
-    movies by bayesian_avg; having no train ratings, they rated none of them in train."""
-    cold_users = (ratings.select("user_id").distinct()
-                  .join(user_factors.selectExpr("id as user_id"), "user_id", "left_anti"))
-    popular = (movie_stats.where("num_ratings > 0 and bayesian_avg is not null")
-               .orderBy("bayesian_avg", "num_ratings", "movie_id",
-                        ascending=[False, False, True])
-               .limit(top_n)
-               .selectExpr("movie_id", "bayesian_avg as score",
-                           "row_number() over (order by bayesian_avg desc, num_ratings desc, "
-                           "movie_id) as rank"))
-    return cold_users.crossJoin(popular).select("user_id", "rank", "movie_id", "score")
+def most_rated_for(users, rows, top_n: int):
+    """The fallback list of users the model cannot score (no factors): the top N movies by
+    number of ratings in `rows` (the rows the model was fit on, so an evaluation list never
+    sees a test rating), ties by lower movie_id; score = that count. Such users have no rows
+    in `rows`, so none of these is a movie they rated there."""
+    popular = (rows.groupBy("movie_id").count()
+               .orderBy("count", "movie_id", ascending=[False, True]).limit(top_n)
+               .selectExpr("movie_id", "cast(count as double) as score",
+                           "row_number() over (order by count desc, movie_id) as rank"))
+    return users.crossJoin(popular).select("user_id", "rank", "movie_id", "score")
 
 
 # --- runs: recording, recovering ----------------------------------------------------------
@@ -371,10 +421,11 @@ RUN_COLUMNS = [
     ("recommended_users", "bigint"), ("fit_seconds", "double"), ("total_seconds", "double"),
     ("rmse", "double"), ("mae", "double"), ("input_versions", "map<string, bigint>"),
     ("output_versions", "map<string, bigint>"), ("model_path", "string"),
+    ("list_model", "string"), ("list_params", "string"), ("serving_global_mean", "double"),
+    ("serving_rows", "bigint"), ("serving_fit_seconds", "double"),
 ]
 RUN_DOCS = {
     "run_id": "The training run: <UTC start time>-<random suffix>, sortable by time.",
-    "params": "Every training parameter as JSON (rank, max_iter, reg_param, bias_centred, …).",
     "global_mean": "Mean train rating of a bias-centred run (0 for plain and implicit runs).",
     "cold_start_rows": "Test rows left out of predictions: user or movie unseen in training.",
     "fit_seconds": "Wall time of ALS.fit.",
@@ -382,7 +433,17 @@ RUN_DOCS = {
     "mae": "Mean absolute error of predictions on the test rows (null for implicit).",
     "input_versions": "Delta version of each input table the run read.",
     "output_versions": "Delta version of each output table the run wrote (for time travel).",
-    "model_path": "Where the MLlib model was saved (ALSModel.load reads it).",
+    "model_path": "Folder of the saved MLlib models: ratings/ (the rating model, biases "
+                  "folded into its factors: transform() gives the unclipped estimate) and "
+                  "lists/ (the serving list model); ALSModel.load reads each.",
+    "params": "The rating model's parameters as JSON (explicit, fit on train).",
+    "list_model": "The model that serves the lists: implicit_als or explicit_als.",
+    "list_params": "The list model's parameters as JSON (its evaluation fit on train and its "
+                   "serving fit on every rating use the same).",
+    "serving_global_mean": "Mean rating of the serving fit (0 unless bias-centred).",
+    "serving_rows": "Ratings the serving list model was refit on (every split).",
+    "serving_fit_seconds": "Wall time of the serving fit.",
+    "train_rows": "Train ratings the evaluation fits saw.",
 }
 
 
@@ -471,9 +532,18 @@ def _publish(spark, settings: Settings, df, table: str, comment: str) -> int:
     return catalog.current_version(spark, settings, table)
 
 
-def train(spark, settings: Settings, params: TrainParams | None = None) -> str:
-    """Fit, publish every output table, record the run; returns its run_id."""
+def train(spark, settings: Settings, params: TrainParams | None = None,
+          list_params: TrainParams | None = None) -> str:
+    """Fit, publish every output table, record the run; returns its run_id. `params`: the
+    rating model (explicit); `list_params`: the list model (LIST_DEFAULTS unless given; the
+    rating model's own params make the rating model serve the lists too)."""
     params = (params or TrainParams()).validated()
+    if params.implicit:
+        raise ReelhouseError("The rating model is explicit (it predicts ratings): give implicit "
+                             "settings to the list model (--list-model implicit).")
+    list_params = (list_params or replace(LIST_DEFAULTS, seed=params.seed,
+                                          top_n=params.top_n,
+                                          min_movie_ratings=params.min_movie_ratings)).validated()
     catalog.register_warehouse(spark, settings)  # the inputs are read by name
     versions = input_versions(spark, settings)
     before = recover_interrupted(spark, settings)
@@ -484,89 +554,155 @@ def train(spark, settings: Settings, params: TrainParams | None = None) -> str:
     cached: list = []
     try:
         with run_checkpoints(spark, settings, run_id):
-            metrics, num_test, num_users = _train_and_publish(
-                spark, settings, params, versions, run_id, started_at, clock, model_path,
-                cached)
+            result = _train_and_publish(spark, settings, params, list_params, versions, run_id,
+                                        started_at, clock, model_path, cached)
     except BaseException:
         _rollback(spark, settings, before, model_path)
         raise
     finally:
         for df in cached:
             df.unpersist()
-    rmse = "n/a (implicit)" if params.implicit else f"{metrics.rmse:.4f}"
-    progress.say(f"run {run_id}: test RMSE {rmse} on {metrics.num_rows:,} rows "
-                 f"({num_test - metrics.num_rows:,} cold-start rows left out), "
-                 f"recommendations for {num_users:,} users")
+    metrics, num_test, num_users = result
+    progress.say(f"run {run_id}: test RMSE {metrics.rmse:.4f} on {metrics.num_rows:,} rows "
+                 f"({num_test - metrics.num_rows:,} cold-start rows left out); lists served by "
+                 f"{list_model_name(list_params)} refit on every rating, for {num_users:,} "
+                 "users")
     return run_id
 
 
-def _train_and_publish(spark, settings: Settings, params: TrainParams, versions: dict,
-                       run_id: str, started_at: datetime, clock: float, model_path: str,
-                       cached: list):
-    """Steps 2-5 of the module docstring; returns (metrics row, test rows, users)."""
+@dataclass
+class Fit:
+    """One ALS fit as the run uses it: the MLlib model, the baseline it was centred on, and
+    its factors as published (factor_table), cached."""
+
+    params: TrainParams
+    model: object
+    base: Baseline
+    user_factors: object
+    movie_factors: object
+    rows: int
+    seconds: float
+
+
+def fit_model(spark, settings: Settings, rows, params: TrainParams, run_id: str, what: str,
+              cached: list) -> Fit:
+    """Baseline, target and ALS on `rows` (user_id, movie_id, rating), with progress."""
+    with progress.step(f"fit {what}: ALS rank {params.rank}, regParam {params.reg_param}, "
+                       f"{params.max_iter} iterations"
+                       f"{', bias-centred' if params.bias_centred else ''}"
+                       f"{f', implicit ({params.confidence}, alpha {params.alpha})' if params.implicit else ''}"  # noqa: E501
+                       ) as step:
+        base = baseline(spark, rows, params)
+        cached += [df for df in (base.user_biases, base.movie_biases) if df is not None]
+        target = residuals(rows, base, params).cache()
+        cached.append(target)
+        count = target.count()  # materialises the cache before the fit is timed
+        if count == 0:
+            raise ReelhouseError(f"There are no rows to fit the {what} on.")
+        started = time.monotonic()
+        model = fit_als(spark, settings, target, params)
+        seconds = time.monotonic() - started
+        step["result"] = f"{count:,} rows, fit {seconds:.1f}s"
+    user_factors = factor_table(model.userFactors, base.user_biases, rows, run_id,
+                                "user_id").cache()
+    movie_factors = factor_table(model.itemFactors, base.movie_biases, rows, run_id,
+                                 "movie_id").cache()
+    cached += [user_factors, movie_factors]
+    return Fit(params, model, base, user_factors, movie_factors, count, seconds)
+
+
+def rating_model(spark, fit: Fit):
+    """The rating model as one MLlib ALSModel whose transform() gives the full estimate
+    mu + b_user + b_movie + p.q (not clipped): the factors extended by (1, b_user + mu) for
+    users and (b_movie, 1) for movies, so the saved model needs no side tables."""
+    mean = repr(fit.base.global_mean)
+    users = fit.user_factors.selectExpr(
+        "id", f"concat(factors, array(cast(1.0 as float), cast(bias + {mean} as float))) "
+        "as features")
+    movies = fit.movie_factors.selectExpr(
+        "id", "concat(factors, array(cast(bias as float), cast(1.0 as float))) as features")
+    return factor_model(spark, fit.params.rank + 2, users, movies, "user_id", "movie_id")
+
+
+def _train_and_publish(spark, settings: Settings, params: TrainParams,
+                       list_params: TrainParams, versions: dict, run_id: str,
+                       started_at: datetime, clock: float, model_path: str, cached: list):
+    """Steps 2-6 of the module docstring; returns (metrics row, test rows, served users)."""
     split = _read(spark, settings, "ratings_split", versions)
     train_rows = split.where("split = 'train'").select("user_id", "movie_id", "rating") \
         .cache()
     test_rows = split.where("split = 'test'").select("user_id", "movie_id", "rating")
-    cached.append(train_rows)
-    scale = _rating_scale(spark, _read(spark, settings, "ratings", versions))
-    with progress.step(f"train {run_id}: ALS rank {params.rank}, regParam "
-                       f"{params.reg_param}, {params.max_iter} iterations"
-                       f"{', bias-centred' if params.bias_centred else ''}"
-                       f"{', implicit' if params.implicit else ''}") as step:
-        base = baseline(spark, train_rows, params)
-        cached += [df for df in (base.user_biases, base.movie_biases) if df is not None]
-        target = residuals(train_rows, base).cache()
-        cached.append(target)
-        train_count = target.count()  # materialises the cache before the fit is timed
-        if train_count == 0:
-            raise ReelhouseError("There are no train rows in movielens.ratings_split.")
-        fit_started = time.monotonic()
-        model = fit_als(spark, settings, target, params)
-        fit_seconds = time.monotonic() - fit_started
-        step["result"] = f"{train_count:,} train rows, fit {fit_seconds:.1f}s"
+    all_rows = _read(spark, settings, "ratings", versions) \
+        .select("user_id", "movie_id", "rating").cache()
+    cached += [train_rows, all_rows]
+    scale = _rating_scale(spark, all_rows)
 
-    user_factors = factor_table(model.userFactors, base.user_biases, train_rows, run_id,
-                                "user_id").cache()
-    movie_factors = factor_table(model.itemFactors, base.movie_biases, train_rows, run_id,
-                                 "movie_id").cache()
-    cached += [user_factors, movie_factors]
-    rating_scale = None if params.implicit else scale
-    predictions = score_pairs(test_rows, user_factors, movie_factors, base.global_mean,
-                              rating_scale).selectExpr(
+    # Evaluation: both models fit on train only, scored on the test rows.
+    ratings_fit = fit_model(spark, settings, train_rows, params, run_id,
+                            "rating model on train", cached)
+    predictions = score_pairs(test_rows, ratings_fit.user_factors, ratings_fit.movie_factors,
+                              ratings_fit.base.global_mean, scale).selectExpr(
         f"{catalog.sql_string(run_id)} as run_id", "user_id", "movie_id", "rating",
         "prediction").cache()
     cached.append(predictions)
+    lists_fit = (ratings_fit if list_params == params else
+                 fit_model(spark, settings, train_rows, list_params, run_id,
+                           "list model on train", cached))
+    evaluated_users = test_rows.select("user_id").distinct()
+    candidates = [fit for fit in (ratings_fit,) if fit is not lists_fit]  # other candidates
+
+    # Serving: the list model refit on every rating (every split), with the same settings.
+    serving_fit = fit_model(spark, settings, all_rows, list_params, run_id,
+                            "list model on every rating", cached)
     results: dict = {}
 
+    def lists(fit: Fit, rated, users):
+        return top_lists(spark, fit, rated, users, scale, run_id, cached)
+
     def recommendations():
-        results["recommendations"] = all_recommendations(
-            spark, settings, versions, run_id, params, train_rows, user_factors, movie_factors,
-            base.global_mean, rating_scale, cached).cache()
+        results["recommendations"] = lists(serving_fit, all_rows, None).cache()
         cached.append(results["recommendations"])
         return results["recommendations"]
 
+    def candidate_lists():
+        pieces = [lists(fit, train_rows, evaluated_users) for fit in candidates]
+        if not pieces:
+            return catalog.literal_rows(spark, LIST_COLUMNS, [])
+        return pieces[0] if len(pieces) == 1 else pieces[0].unionByName(pieces[1])
+
     outputs_to_write = {  # table: (rows, comment); rows may be a function computing them
-        "user_factors": (user_factors, "ALS user factors and damped user bias of the latest "
+        "user_factors": (serving_fit.user_factors, "Factors of the serving list model (fit "
+                         "on every rating) and the user bias (0 unless bias-centred), latest "
                          "run."),
-        "movie_factors": (movie_factors, "ALS movie factors and damped movie bias of the "
-                          "latest run."),
-        "predictions": (predictions, "Predicted rating of every test row whose user and "
-                        "movie were seen in training (latest run)."),
-        "recommendations": (recommendations, "Top N movies per user not rated in train "
-                            "(latest run); source 'als', or 'popularity' for users the model "
-                            "cannot score."),
+        "movie_factors": (serving_fit.movie_factors, "Factors of the serving list model (fit "
+                          "on every rating) and the movie bias, latest run."),
+        "rating_user_factors": (ratings_fit.user_factors, "Rating model (explicit, "
+                                "bias-centred, fit on train): user factors and damped bias."),
+        "rating_movie_factors": (ratings_fit.movie_factors, "Rating model (explicit, "
+                                 "bias-centred, fit on train): movie factors and damped bias."),
+        "predictions": (predictions, "The rating model's estimate of every test row whose "
+                        "user and movie were seen in training (latest run)."),
+        "test_recommendations": (lambda: lists(lists_fit, train_rows, evaluated_users),
+                                 "Top N of the serving list model as fit on train, train items "
+                                 "excluded, for every user with a test rating (latest run): "
+                                 "what ranking_metrics scores."),
+        "candidate_recommendations": (candidate_lists, "Top N test lists of the other "
+                                      "candidate models (fit on train, latest run)."),
+        "recommendations": (recommendations, "Top N movies per user never rated by them, from "
+                            "the list model refit on every rating (latest run); source "
+                            "'most_rated' for users the model cannot score."),
         "similar_movies": (lambda: similar_movies(
-            spark, movie_factors, params.rank, params.top_n, params.min_movie_ratings)
+            spark, serving_fit.movie_factors, list_params.rank, list_params.top_n,
+            list_params.min_movie_ratings)
             .selectExpr(f"{catalog.sql_string(run_id)} as run_id", "*"),
-            "Top N movies by cosine similarity of ALS factors (latest run)."),
+            "Top N movies by cosine similarity of the serving model's factors (latest run)."),
     }
 
     def write(table: str) -> int:
         rows, comment = outputs_to_write[table]
         return _publish(spark, settings, rows() if callable(rows) else rows, table, comment)
 
-    # The five tables are independent: written side by side, each in its own Delta commit,
+    # The tables are independent: written side by side, each in its own Delta commit,
     # so Spark's scheduling gaps and commit latency of one overlap the work of another.
     with ThreadPoolExecutor(max_workers=max(1, settings.threads),
                             thread_name_prefix="reelhouse-publish") as pool:
@@ -574,16 +710,17 @@ def _train_and_publish(spark, settings: Settings, params: TrainParams, versions:
     outputs = {table: future.result() for table, future in futures.items()}
     recommendations = results["recommendations"]
 
-    model.write().overwrite().save(model_path)
+    rating_model(spark, ratings_fit).write().overwrite().save(f"{model_path}/ratings")
+    serving_fit.model.write().overwrite().save(f"{model_path}/lists")
     metrics = predictions.selectExpr(*METRICS).first()
     num_test = test_rows.count()
     num_users = recommendations.select("user_id").distinct().count()
-    implicit = params.implicit
     row = (run_id, started_at, datetime.now(UTC), json.dumps(asdict(params), sort_keys=True),
-           base.global_mean, scale[0], scale[1], train_count, num_test, metrics.num_rows,
-           num_test - metrics.num_rows, num_users, fit_seconds, time.monotonic() - clock,
-           None if implicit else metrics.rmse, None if implicit else metrics.mae,
-           versions, outputs, model_path)
+           ratings_fit.base.global_mean, scale[0], scale[1], ratings_fit.rows, num_test,
+           metrics.num_rows, num_test - metrics.num_rows, num_users, ratings_fit.seconds,
+           time.monotonic() - clock, metrics.rmse, metrics.mae, versions, outputs, model_path,
+           list_model_name(list_params), json.dumps(asdict(list_params), sort_keys=True),
+           serving_fit.base.global_mean, serving_fit.rows, serving_fit.seconds)
     # Last: a run is finished once this row is written, and not before (an append: a third
     # of a MERGE's time, and a new run_id cannot match a row anyway).
     catalog.append_once(spark, settings, catalog.literal_rows(spark, RUN_COLUMNS, [row]),
@@ -591,26 +728,39 @@ def _train_and_publish(spark, settings: Settings, params: TrainParams, versions:
     return metrics, num_test, num_users
 
 
-def all_recommendations(spark, settings: Settings, versions: dict[str, int], run_id: str,
-                        params: TrainParams, train_rows, user_factors, movie_factors,
-                        global_mean: float, scale, cached: list):
-    """recommendations as published: ALS's top N for users with factors (score = predicted
-    rating), the popularity fallback for the rest."""
+LIST_COLUMNS = [("run_id", "string"), ("model", "string"), ("user_id", "int"),
+                ("rank", "int"), ("movie_id", "int"), ("score", "double"),
+                ("source", "string")]
+
+
+def top_lists(spark, fit: Fit, rated_rows, users, scale, run_id: str, cached: list):
+    """Each user's top N (fit.params.top_n) of the fit's movies with at least
+    min_movie_ratings ratings in the fit, never a movie the user has in `rated_rows`, for
+    `users` (None: every user in rated_rows): score = predicted rating (explicit) or the
+    raw preference (implicit). Users without factors get most_rated_for over `rated_rows`.
+    Columns LIST_COLUMNS; source is the model's name or 'most_rated'."""
     from pyspark.sql.functions import expr
 
-    candidates = movie_factors.where(f"num_ratings >= {params.min_movie_ratings}")
-    warm = recommend_for_users(spark, user_factors, candidates, params.rank, train_rows,
+    params = fit.params
+    users = rated_rows.select("user_id").distinct() if users is None else users
+    user_factors = fit.user_factors.join(users.selectExpr("user_id as id"), "id", "left_semi")
+    movies = fit.movie_factors.where(f"num_ratings >= {params.min_movie_ratings}")
+    warm = recommend_for_users(spark, user_factors, movies, params.rank, rated_rows,
                                params.top_n, cached)
-    score = clip(f"{global_mean!r} + users.bias + warm.raw_score", scale)
+    score = clip(f"{fit.base.global_mean!r} + users.bias + warm.raw_score",
+                 None if params.implicit else scale)
+    name = list_model_name(params)
     warm = (warm.alias("warm")
             .join(user_factors.alias("users"), expr("warm.user_id = users.id"))
             .selectExpr("warm.user_id", "warm.rank", "warm.movie_id", f"{score} as score",
-                        "'als' as source"))
-    cold = popular_for_cold_users(_read(spark, settings, "ratings", versions), user_factors,
-                                  _read(spark, settings, "movie_stats", versions), params.top_n)
-    return warm.unionByName(cold.selectExpr("*", "'popularity' as source")).selectExpr(
-        f"{catalog.sql_string(run_id)} as run_id", "user_id", "rank", "movie_id", "score",
-        "source")
+                        f"'{name}' as source"))
+    cold_users = users.join(fit.user_factors.selectExpr("id as user_id"), "user_id",
+                            "left_anti")
+    cold = most_rated_for(cold_users, rated_rows, params.top_n) \
+        .selectExpr("*", "'most_rated' as source")
+    return warm.unionByName(cold).selectExpr(
+        f"{catalog.sql_string(run_id)} as run_id", f"'{name}' as model", "user_id", "rank",
+        "movie_id", "score", "source")
 
 
 # --- tuning --------------------------------------------------------------------------------------

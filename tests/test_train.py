@@ -10,7 +10,7 @@ and are written here directly, so these tests depend on no SQL model.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -22,6 +22,10 @@ from tests.conftest import fresh_warehouse
 NUM_USERS, NUM_MOVIES, COLD_USER = 80, 40, 999
 PARAMS = train.TrainParams(rank=4, max_iter=6, reg_param=0.05, top_n=5, seed=7,
                            checkpoint_interval=2)
+# The list model: implicit, a rating of 4 or more says "liked" (in this data every user rates
+# a random 24 movies, so which movies were rated says nothing; how they were rated does).
+LIST_PARAMS = replace(PARAMS, implicit=True, reg_param=0.1, confidence="threshold",
+                      confidence_threshold=4.0)
 
 
 def taste_ratings(seed: int = 1) -> list[tuple[int, int, float, int, str]]:
@@ -77,7 +81,7 @@ def trained(spark, tmp_path_factory):
     csv.write_text("".join(",".join(map(str, row)) + "\n" for row in taste_ratings()))
     write_inputs(spark, settings, spark.read.csv(
         str(csv), schema="user_id int, movie_id int, rating double, ts long, split string"))
-    return settings, train.train(spark, settings, PARAMS)
+    return settings, train.train(spark, settings, PARAMS, LIST_PARAMS)
 
 
 def last_run(spark):
@@ -109,7 +113,7 @@ def test_predictions_cover_every_warm_test_row(spark, trained):
     assert run.rmse < 0.6  # the taste structure is easy; noise sigma is 0.3
 
 
-def test_every_user_gets_exactly_n_recommendations_none_rated_in_train(spark, trained):
+def test_every_user_gets_exactly_n_recommendations_none_rated_anywhere(spark, trained):
     counts = spark.sql("""
         select ratings.user_id, count(recs.movie_id) as num, count(distinct recs.rank) as ranks,
                min(recs.rank) as first, max(recs.rank) as last
@@ -118,32 +122,72 @@ def test_every_user_gets_exactly_n_recommendations_none_rated_in_train(spark, tr
         group by ratings.user_id""").collect()
     assert len(counts) == NUM_USERS + 1
     assert {(r.num, r.ranks, r.first, r.last) for r in counts} == {(5, 5, 1, 5)}
-    rated_in_train = spark.sql("""
+    rated = spark.sql("""
         select * from movielens.recommendations as recs
-        join movielens.ratings_split as split
-          on split.user_id = recs.user_id and split.movie_id = recs.movie_id
-        where split.split = 'train'""")
-    assert rated_in_train.count() == 0
+        join movielens.ratings as ratings
+          on ratings.user_id = recs.user_id and ratings.movie_id = recs.movie_id""")
+    assert rated.count() == 0  # the serving model saw every rating: no split's rows come back
+    assert spark.sql("select count(*) from movielens.recommendations "
+                     "where source != 'implicit_als'").first()[0] == 0  # every user has factors
 
 
 def test_recommendations_follow_taste(spark, trained):
     """A user who loves movies 1-20 is recommended movies 1-20, and the other way round."""
     wrong_side = spark.sql(f"""
         select * from movielens.recommendations
-        where source = 'als' and (user_id <= {NUM_USERS // 2}) != (movie_id <= {NUM_MOVIES // 2})
-        """).count()
+        where user_id != {COLD_USER}
+          and (user_id <= {NUM_USERS // 2}) != (movie_id <= {NUM_MOVIES // 2})""").count()
     assert wrong_side <= 0.1 * NUM_USERS * PARAMS.top_n
 
 
-def test_a_user_unseen_in_train_gets_popular_movies(spark, trained):
-    recs = spark.sql(f"select rank, movie_id, score, source from movielens.recommendations "
+def train_only_most_rated(top_n: int) -> list[tuple[int, float]]:
+    """The most-rated movies over the TRAIN rows of the taste data, computed here."""
+    counts: dict[int, int] = {}
+    for _, movie, _, _, split in taste_ratings():
+        if split == "train":
+            counts[movie] = counts.get(movie, 0) + 1
+    return [(m, float(n)) for m, n in sorted(counts.items(), key=lambda mn: (-mn[1], mn[0]))
+            ][:top_n]
+
+
+def test_a_user_unseen_in_train_gets_the_train_only_most_rated_list(spark, trained):
+    """User 999's ratings are all test rows: in test_recommendations it gets the most-rated
+    movies of the train rows. Counting every row (as movie_stats does) gives another list
+    here, so a fallback that read a held-out rating fails this test."""
+    recs = spark.sql(f"select rank, movie_id, score, source from movielens.test_recommendations "
                      f"where user_id = {COLD_USER} order by rank").collect()
-    popular = spark.sql("select movie_id, bayesian_avg from movielens.movie_stats "
-                        "order by bayesian_avg desc, num_ratings desc, movie_id limit 5").collect()
+    expected = train_only_most_rated(PARAMS.top_n)
     assert [(r.movie_id, r.score, r.source) for r in recs] == \
-        [(p.movie_id, p.bayesian_avg, "popularity") for p in popular]
-    assert spark.sql("select count(*) from movielens.recommendations where source = 'als' "
-                     f"and user_id = {COLD_USER}").first()[0] == 0
+        [(m, n, "most_rated") for m, n in expected]
+    every_row = spark.sql("select movie_id from movielens.ratings group by movie_id "
+                          "order by count(*) desc, movie_id limit 5").collect()
+    assert [r.movie_id for r in every_row] != [m for m, _ in expected]  # the test can tell
+
+
+def test_test_lists_cover_every_user_with_a_test_rating_and_skip_their_train_movies(
+        spark, trained):
+    lists = {(r.model, r.user_id): r for r in spark.sql("""
+        select model, user_id, count(*) as num, collect_set(movie_id) as movies,
+               min(rank) as first, max(rank) as last
+        from (select * from movielens.test_recommendations
+              union all select * from movielens.candidate_recommendations)
+        group by model, user_id""").collect()}
+    tested = {r.user_id for r in spark.sql(
+        "select distinct user_id from movielens.ratings_split where split = 'test'").collect()}
+    assert {user for model, user in lists if model == "implicit_als"} == tested
+    assert {user for model, user in lists if model == "explicit_als"} == tested
+    assert {(r.num, r.first, r.last) for r in lists.values()} == {(5, 1, 5)}
+    train_movies: dict[int, set] = {}
+    for user, movie, _, _, split in taste_ratings():
+        if split == "train":
+            train_movies.setdefault(user, set()).add(movie)
+    for (_, user), row in lists.items():
+        assert not set(row.movies) & train_movies.get(user, set())
+    # the served lists follow taste: users 1-40 are listed movies 1-20, and the other way round
+    wrong_side = sum((user <= NUM_USERS // 2) != (movie <= NUM_MOVIES // 2)
+                     for (model, user), row in lists.items()
+                     if model == "implicit_als" and user != COLD_USER for movie in row.movies)
+    assert wrong_side <= 0.1 * NUM_USERS * PARAMS.top_n
 
 
 def test_similar_movies_are_the_most_cosine_similar_and_share_taste(spark, trained):
@@ -171,16 +215,37 @@ def test_model_runs_records_inputs_outputs_and_the_saved_model(spark, trained):
     settings, run_id = trained
     run = last_run(spark)
     assert json.loads(run.params)["rank"] == PARAMS.rank
+    assert json.loads(run.list_params) == {**asdict(LIST_PARAMS), "bias_centred": False}
+    assert run.list_model == "implicit_als"
     assert set(run.input_versions) == set(train.INPUT_TABLES)
+    assert set(run.output_versions) == set(train.OUTPUT_TABLES)
     for table, version in run.output_versions.items():
         assert catalog.current_version(spark, settings, table) == version
+    # the rating model was fit on train, the serving list model on every rating
+    assert spark.sql("select sum(num_ratings) from movielens.rating_movie_factors").first()[0] \
+        == spark.sql("select sum(num_ratings) from movielens.rating_user_factors").first()[0] \
+        == run.train_rows
+    assert spark.sql("select sum(num_ratings) from movielens.movie_factors").first()[0] \
+        == run.serving_rows == spark.table("movielens.ratings").count()
+    assert run.model_path == f"{settings.warehouse}/_models/{run_id}"
+
+
+def test_the_saved_rating_model_reproduces_predictions_by_itself(spark, trained):
+    """ALSModel.load alone (no bias tables): its transform() is the unclipped estimate."""
     from pyspark.ml.recommendation import ALSModel
 
-    assert ALSModel.load(run.model_path).rank == PARAMS.rank
-    assert spark.sql("select sum(num_ratings) from movielens.movie_factors").first()[0] \
-        == spark.sql("select sum(num_ratings) from movielens.user_factors").first()[0] \
-        == run.train_rows
-    assert run.model_path == f"{settings.warehouse}/_models/{run_id}"
+    run = last_run(spark)
+    model = ALSModel.load(f"{run.model_path}/ratings")
+    assert model.rank == PARAMS.rank + 2  # the factors carry the biases and the mean
+    pairs = spark.sql("select user_id, movie_id, prediction as stored from movielens.predictions")
+    scored = model.transform(pairs).selectExpr(
+        "user_id", "movie_id", "prediction as stored",
+        f"least(greatest(prediction, {run.rating_scale_min}), {run.rating_scale_max}) "
+        "as from_model").collect()
+    assert len(scored) == spark.table("movielens.predictions").count() > 0
+    for row in scored:
+        assert row.from_model == pytest.approx(row.stored, abs=1e-5)
+    assert ALSModel.load(f"{run.model_path}/lists").rank == LIST_PARAMS.rank
 
 
 # --- recommend -----------------------------------------------------------------------------------
@@ -192,29 +257,31 @@ def test_fold_in_returns_unrated_movies_in_the_users_taste(spark, trained):
     assert [r.rank for r in rows] == list(range(1, 9))
     ids = [r.movie_id for r in rows]
     assert len(set(ids)) == 8 and not set(ids) & {m for m, _ in likes}
-    assert all(m <= 20 for m in ids)  # loved by users of the same taste
+    # loved by users of the same taste (the list model has rank 4 and this user 5 likes)
+    assert sum(m <= 20 for m in ids) >= 6, [(r.movie_id, r.score) for r in rows]
+    assert all(m <= 20 for m in ids[:5])
     everything = recommend.fold_in(spark, settings, likes, top_n=30).collect()
     order = [r.movie_id for r in everything]
     assert order.index(6) < order.index(26)  # 6 loved, 26 hated by that taste group
 
 
-def test_fold_in_of_a_train_user_gives_back_their_factors(spark, trained):
-    """The solve is ALS's own user step: same regularisation, same biases."""
-    settings, _ = trained
+def test_fold_in_of_a_known_user_gives_back_their_factors(spark, trained):
+    """The solve is implicit ALS's own user step: same confidences, same regularisation. The
+    serving model was fit on every rating, so the user's every rating goes in."""
     user = 7
     own = [(r.movie_id, r.rating) for r in spark.sql(
-        f"select movie_id, rating from movielens.ratings_split where user_id = {user} "
-        "and split = 'train' order by movie_id").collect()]
-    factors = {r.id: r for r in spark.table("movielens.movie_factors").collect()}
-    run = last_run(spark)
-    q = np.array([factors[m].factors for m, _ in own], dtype=float)
-    r = np.array([rating for _, rating in own])
-    movie_bias = np.array([factors[m].bias for m, _ in own])
-    user_bias = np.sum(r - run.global_mean - movie_bias) / (len(r) + PARAMS.user_bias_damping)
-    p = recommend.solve_user(q, r - run.global_mean - movie_bias - user_bias, PARAMS.reg_param)
-    trained_user = spark.sql(f"select factors, bias from movielens.user_factors "
-                             f"where id = {user}").first()
-    assert user_bias == pytest.approx(trained_user.bias, abs=1e-9)
+        f"select movie_id, rating from movielens.ratings where user_id = {user} "
+        "order by movie_id").collect()]
+    factors = {r.id: np.array(r.factors, dtype=float)
+               for r in spark.table("movielens.movie_factors").collect()}
+    q = np.array([factors[m] for m, _ in own])
+    liked = np.array([1.0 if rating >= LIST_PARAMS.confidence_threshold else 0.0
+                      for _, rating in own])
+    gram = sum(np.outer(f, f) for f in factors.values())
+    p = recommend.solve_user_implicit(q, liked, gram, LIST_PARAMS.reg_param, LIST_PARAMS.alpha)
+    trained_user = spark.sql(f"select factors from movielens.user_factors where id = {user}") \
+        .first()
+    assert 0 < liked.sum() < len(liked)  # both kinds of rating are in the solve
     assert p == pytest.approx(np.array(trained_user.factors), abs=2e-3)
 
 
@@ -297,7 +364,7 @@ def test_a_failed_train_leaves_the_previous_tables_unchanged(spark, trained, mon
     before = snapshot(spark)
     written = fail_writing(monkeypatch, "similar_movies")
     with pytest.raises(InjectedFailure):
-        train.train(spark, settings, replace(PARAMS, max_iter=1))
+        train.train(spark, settings, replace(PARAMS, max_iter=1), LIST_PARAMS)
     assert sorted(written) == sorted(set(train.OUTPUT_TABLES) - {"similar_movies"})
     assert snapshot(spark) == before
     assert last_run(spark).run_id == run_id
@@ -311,7 +378,7 @@ def test_a_killed_train_is_repaired_and_the_same_seed_gives_the_same_rmse(
     # A kill gives the run no chance to clean up: take its rollback away.
     monkeypatch.setattr(train, "_rollback", lambda *args: None)
     with pytest.raises(InjectedFailure):
-        train.train(spark, settings, replace(PARAMS, max_iter=1))
+        train.train(spark, settings, replace(PARAMS, max_iter=1), LIST_PARAMS)
     half_written = table_rows(spark, "user_factors")
     assert half_written != before["user_factors"]  # the new run's factors are there
     monkeypatch.undo()
@@ -319,7 +386,7 @@ def test_a_killed_train_is_repaired_and_the_same_seed_gives_the_same_rmse(
     train.recover_interrupted(spark, settings)  # what the next train does first
     assert snapshot(spark) == before  # readable and exactly as the last finished run left it
 
-    second = train.train(spark, settings, PARAMS)
+    second = train.train(spark, settings, PARAMS, LIST_PARAMS)
     runs = {r.run_id: r for r in spark.table("movielens.model_runs").collect()}
     assert set(runs) == {run_id, second}
     assert runs[second].rmse == runs[run_id].rmse

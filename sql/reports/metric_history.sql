@@ -2,8 +2,9 @@
 
 -- Metrics of every training run over time, one row per (run, model). An incremental model:
 -- each evaluation merges the latest run's rows (every model of model_metrics, with the
--- ranking metrics at the largest k of ranking_metrics), so the baselines and ranking metrics
--- of a run stay here after later runs replace predictions and recommendations. Runs never
+-- ranking metrics at the largest k of ranking_metrics, relevance 'any'), so the baselines and
+-- ranking metrics of a run stay here after later runs replace predictions and
+-- recommendations. Runs never
 -- evaluated get one 'als' row with the test error train recorded in model_runs, and a row
 -- written by an earlier evaluation is never overwritten by that thinner one.
 
@@ -44,6 +45,7 @@ ranking_metrics as (
         relevance_threshold,
         max(k) over (partition by run_id, model) as largest_k
     from {{ ref('ranking_metrics') }}
+    where relevance = 'any'  -- the standard protocol
 ),
 
 largest_k_ranking as (

@@ -1,10 +1,14 @@
 {{ config(materialized='table') }}
 
--- Top-k ranking quality of the latest run's recommendations and of a popularity baseline, one
--- row per (run, model, k), k from var('ranking_ks', '5,10') (a comma-separated list).
--- relevant: a test rating >= var('relevance_threshold', 4.0). Evaluated users: users with at
--- least one relevant test item; a user without a list scores 0. For an evaluated user with
--- R relevant items, a list whose item at position i is relevant (rel_i = 1) or not (0):
+-- Top-k ranking quality of the latest run's test lists and of two baselines, one row per
+-- (run, model, relevance, k), k from var('ranking_ks', '5,10') (a comma-separated list).
+-- Every list was made from train ratings only and never holds a movie the user rated in train.
+-- relevance 'any': relevant = any held-out (test) rating: the protocol of Microsoft
+--   Recommenders and most papers. relevance 'threshold': a test rating >=
+--   var('relevance_threshold', 4.0).
+-- Evaluated users: users with at least one relevant test item; a user without a list scores 0.
+-- For an evaluated user with R relevant items, a list whose item at position i is relevant
+-- (rel_i = 1) or not (0):
 --   precision@k = hits / k (k, also when the list is shorter than k)
 --   recall@k    = hits / R
 --   AP@k        = sum over relevant positions i <= k of (hits in 1..i) / i, over min(k, R)
@@ -14,21 +18,44 @@
 -- each averaged over the evaluated users (MAP@k is the mean of AP@k). Over every listed user:
 -- catalog_coverage = distinct movies in the top-k lists / movies with a train rating, and
 -- mean_popularity = mean train ratings of the movies in the top-k lists.
--- 'als' is the recommendations table as served (cold users there get the popularity list
--- train gives them); position = rank, ties broken by higher score, then lower movie_id.
--- 'popularity' gives every listed user the movies with the highest bayesian_avg that they
--- did not rate in train, the average computed from train ratings only (so the baseline does
--- not see the test ratings it is scored on), prior weight var('bayesian_prior_weight', 10);
--- ties broken by more train ratings, then lower movie_id.
+-- Models: the served list model's test lists (test_recommendations, served = true), the other
+-- candidates (candidate_recommendations), position = rank, ties broken by higher score, then
+-- lower movie_id; and, for every user with a test list, two baselines from train ratings only
+-- (so neither sees the test ratings it is scored on), each the user's unrated movies in order:
+-- 'most_rated': most train ratings first (the field's "most popular"), ties by lower movie_id;
+-- 'top_rated': highest bayesian_avg of the train ratings, prior weight
+-- var('bayesian_prior_weight', 10), ties by more train ratings, then lower movie_id.
 
-with recommendations as (
+with test_lists as (
     select
         run_id,
+        model,
         user_id,
         rank,
         movie_id,
-        score
-    from {{ source('train', 'recommendations') }}
+        score,
+        true as served
+    from {{ source('train', 'test_recommendations') }}
+    union all
+    select
+        run_id,
+        model,
+        user_id,
+        rank,
+        movie_id,
+        score,
+        false as served
+    from {{ source('train', 'candidate_recommendations') }}
+),
+
+relevance_kinds as (
+    select
+        'any' as relevance,
+        cast(null as double) as relevance_threshold
+    union all
+    select
+        'threshold' as relevance,
+        cast({{ var('relevance_threshold', 4.0) }} as double) as relevance_threshold
 ),
 
 ratings_split as (
@@ -70,18 +97,24 @@ train_ratings as (
 
 relevant_items as (
     select
-        user_id,
-        movie_id
+        relevance_kinds.relevance,
+        ratings_split.user_id,
+        ratings_split.movie_id
     from ratings_split
-    where split = 'test' and rating >= {{ var('relevance_threshold', 4.0) }}
+    inner join relevance_kinds
+        on
+            relevance_kinds.relevance_threshold is null
+            or ratings_split.rating >= relevance_kinds.relevance_threshold
+    where ratings_split.split = 'test'
 ),
 
 relevant_counts as (
     select
+        relevance,
         user_id,
         count(*) as num_relevant
     from relevant_items
-    group by user_id
+    group by relevance, user_id
 ),
 
 train_prior as (
@@ -107,10 +140,18 @@ movie_popularity as (
 
 popularity_order as (
     select
+        'top_rated' as model,  -- noqa: RF04
         movie_id,
-        bayesian_avg,
         row_number() over (
             order by bayesian_avg desc, num_train_ratings desc, movie_id asc
+        ) as popularity_rank
+    from movie_popularity
+    union all
+    select
+        'most_rated' as model,  -- noqa: RF04
+        movie_id,
+        row_number() over (
+            order by num_train_ratings desc, movie_id asc
         ) as popularity_rank
     from movie_popularity
 ),
@@ -119,7 +160,8 @@ listed_users as (
     select distinct
         run_id,
         user_id
-    from recommendations
+    from test_lists
+    where served
 ),
 
 user_train_counts as (
@@ -148,10 +190,11 @@ popularity_candidates as (
 popularity_lists as (
     select
         popularity_candidates.run_id,
+        popularity_order.model,
         popularity_candidates.user_id,
         popularity_order.movie_id,
         row_number() over (
-            partition by popularity_candidates.user_id
+            partition by popularity_order.model, popularity_candidates.user_id
             order by popularity_order.popularity_rank
         ) as list_position
     from popularity_candidates
@@ -163,29 +206,33 @@ popularity_lists as (
             and popularity_order.movie_id = train_ratings.movie_id
 ),
 
-als_lists as (
+model_lists as (
     select
         run_id,
+        model,
+        served,
         user_id,
         movie_id,
         row_number() over (
-            partition by user_id order by rank asc, score desc, movie_id asc
+            partition by run_id, model, user_id order by rank asc, score desc, movie_id asc
         ) as list_position
-    from recommendations
+    from test_lists
 ),
 
 lists as (
     select
         run_id,
-        'als' as model,  -- noqa: RF04
+        model,
+        served,
         user_id,
         movie_id,
         list_position
-    from als_lists
+    from model_lists
     union all
     select
         popularity_lists.run_id,
-        'popularity' as model,  -- noqa: RF04
+        popularity_lists.model,
+        false as served,
         popularity_lists.user_id,
         popularity_lists.movie_id,
         popularity_lists.list_position
@@ -199,24 +246,30 @@ judged_lists as (
     select
         lists.run_id,
         lists.model,
+        relevance_kinds.relevance,
         lists.user_id,
         lists.movie_id,
         lists.list_position,
         relevant_items.movie_id is not null as is_relevant,
         count(relevant_items.movie_id) over (
-            partition by lists.run_id, lists.model, lists.user_id
+            partition by lists.run_id, lists.model, relevance_kinds.relevance, lists.user_id
             order by lists.list_position
             rows between unbounded preceding and current row
         ) as hits_so_far
     from lists
+    cross join relevance_kinds
     left join relevant_items
-        on lists.user_id = relevant_items.user_id and lists.movie_id = relevant_items.movie_id
+        on
+            relevance_kinds.relevance = relevant_items.relevance
+            and lists.user_id = relevant_items.user_id
+            and lists.movie_id = relevant_items.movie_id
 ),
 
 user_list_scores as (
     select
         judged_lists.run_id,
         judged_lists.model,
+        judged_lists.relevance,
         cutoffs.k,
         judged_lists.user_id,
         count_if(judged_lists.is_relevant) as num_hits,
@@ -229,6 +282,7 @@ user_list_scores as (
     group by
         judged_lists.run_id,
         judged_lists.model,
+        judged_lists.relevance,
         cutoffs.k,
         judged_lists.user_id
 ),
@@ -236,7 +290,8 @@ user_list_scores as (
 models as (
     select distinct
         run_id,
-        model
+        model,
+        served
     from lists
 ),
 
@@ -244,6 +299,7 @@ evaluated_users as (
     select
         models.run_id,
         models.model,
+        relevant_counts.relevance,
         cutoffs.k,
         relevant_counts.user_id,
         relevant_counts.num_relevant
@@ -256,6 +312,7 @@ user_metrics as (
     select
         evaluated_users.run_id,
         evaluated_users.model,
+        evaluated_users.relevance,
         evaluated_users.k,
         evaluated_users.user_id,
         cast(if(coalesce(user_list_scores.num_hits, 0) > 0, 1, 0) as double) as hit,
@@ -273,6 +330,7 @@ user_metrics as (
         on
             evaluated_users.run_id = user_list_scores.run_id
             and evaluated_users.model = user_list_scores.model
+            and evaluated_users.relevance = user_list_scores.relevance
             and evaluated_users.k = user_list_scores.k
             and evaluated_users.user_id = user_list_scores.user_id
 ),
@@ -281,6 +339,7 @@ accuracy as (
     select
         run_id,
         model,
+        relevance,
         k,
         count(*) as num_evaluated_users,
         avg(precision_at_k) as precision_at_k,
@@ -289,7 +348,7 @@ accuracy as (
         avg(average_precision_at_k) as map_at_k,
         avg(hit) as hit_rate
     from user_metrics
-    group by run_id, model, k
+    group by run_id, model, relevance, k
 ),
 
 catalog_size as (
@@ -315,32 +374,40 @@ ranking_metrics as (
     select
         list_reach.run_id,
         list_reach.model,
+        models.served,
+        relevance_kinds.relevance,
         list_reach.k,
         list_reach.num_listed_users,
         list_reach.num_distinct_movies,
         list_reach.mean_popularity,
-        coalesce(accuracy.num_evaluated_users, 0) as num_evaluated_users,
+        relevance_kinds.relevance_threshold,
         accuracy.precision_at_k,
         accuracy.recall_at_k,
         accuracy.ndcg_at_k,
         accuracy.map_at_k,
         accuracy.hit_rate,
+        coalesce(accuracy.num_evaluated_users, 0) as num_evaluated_users,
         try_divide(
             cast(list_reach.num_distinct_movies as double), catalog_size.num_train_movies
-        ) as catalog_coverage,
-        cast({{ var('relevance_threshold', 4.0) }} as double) as relevance_threshold
+        ) as catalog_coverage
     from list_reach
     cross join catalog_size
+    cross join relevance_kinds
+    inner join models
+        on list_reach.run_id = models.run_id and list_reach.model = models.model
     left join accuracy
         on
             list_reach.run_id = accuracy.run_id
             and list_reach.model = accuracy.model
+            and relevance_kinds.relevance = accuracy.relevance
             and list_reach.k = accuracy.k
 )
 
 select
     run_id,
     model,
+    served,
+    relevance,
     k,
     num_evaluated_users,
     precision_at_k,

@@ -1,8 +1,17 @@
-{#- var('split_method'): 'random' (default) or 'temporal'; see the comment below. -#}
+{#- var('split_method'): random (default), temporal, stratified or kfold; see below. -#}
 {%- set split_method = var('split_method', 'random') %}
-{%- if split_method not in ('random', 'temporal') %}
+{%- if split_method not in ('random', 'temporal', 'stratified', 'kfold') %}
     {{- raise_compiler_error(
-        "var split_method must be 'random' or 'temporal', got " ~ split_method
+        "var split_method must be 'random', 'temporal', 'stratified' or 'kfold', got "
+        ~ split_method
+    ) }}
+{%- endif %}
+{%- set folds = var('folds', 5) | int %}
+{%- set fold = var('fold', 0) | int %}
+{%- if split_method == 'kfold' and not (folds >= 2 and 0 <= fold < folds) %}
+    {{- raise_compiler_error(
+        "var fold must be a whole number from 0 to folds - 1 and folds at least 2, got fold "
+        ~ fold ~ " of " ~ folds
     ) }}
 {%- endif %}
 {{ config(materialized='table') }}
@@ -15,6 +24,12 @@
 -- split_method 'temporal': each user's latest ratings (by rated_at, then movie_id) are 'test',
 --   round(n * test_fraction) of a user's n ratings but at most n - 1, so every user keeps at
 --   least one training rating (a user with one rating keeps it in train).
+-- split_method 'stratified': the same share of each user held out, as Microsoft Recommenders'
+--   stratified split does: the user's ratings in the order of the hash above, the first
+--   round(n * test_fraction) (at most n - 1) are 'test'.
+-- split_method 'kfold': the hash cuts the ratings into var('folds') (default 5) equal shares;
+--   share var('fold') (0 to folds - 1, default 0) is 'test'. Runs over fold 0..folds-1
+--   together test every rating once.
 
 with ratings as (
     select
@@ -31,19 +46,29 @@ ordered_ratings as (
         movie_id,
         rating,
         rated_at,
-        {% if split_method == 'temporal' -%}
-            row_number() over (
-                partition by user_id order by rated_at desc, movie_id desc
-            ) as recency_rank,
-            count(*) over (partition by user_id) as user_num_ratings
-        {%- else -%}
-            -- the top 53 bits of a 64-bit hash, as a double in [0, 1)
-            cast(
-                shiftrightunsigned(xxhash64(user_id, movie_id, {{ var('split_seed', 42) }}), 11)
-                as double
-            ) / power(2, 53) as split_draw
-        {%- endif %}
+        -- the top 53 bits of a 64-bit hash, as a double in [0, 1)
+        cast(
+            shiftrightunsigned(xxhash64(user_id, movie_id, {{ var('split_seed', 42) }}), 11)
+            as double
+        ) / power(2, 53) as split_draw
     from ratings
+),
+
+ranked_ratings as (
+    select
+        user_id,
+        movie_id,
+        rating,
+        rated_at,
+        split_draw,
+        row_number() over (
+            partition by user_id order by rated_at desc, movie_id desc
+        ) as recency_rank,
+        row_number() over (
+            partition by user_id order by split_draw asc, movie_id asc
+        ) as draw_rank,
+        count(*) over (partition by user_id) as user_num_ratings
+    from ordered_ratings
 ),
 
 labelled as (
@@ -52,11 +77,16 @@ labelled as (
         movie_id,
         rating,
         rated_at,
-        {% if split_method == 'temporal' -%}
+        {% if split_method in ('temporal', 'stratified') -%}
             case
-                when recency_rank <= least(
+                when {{ 'recency_rank' if split_method == 'temporal' else 'draw_rank' }} <= least(
                     round(user_num_ratings * {{ var('test_fraction', 0.2) }}), user_num_ratings - 1
                 ) then 'test'
+                else 'train'
+            end as split
+        {%- elif split_method == 'kfold' -%}
+            case
+                when floor(split_draw * {{ folds }}) = {{ fold }} then 'test'
                 else 'train'
             end as split
         {%- else -%}
@@ -65,7 +95,7 @@ labelled as (
                 else 'train'
             end as split
         {%- endif %}
-    from ordered_ratings
+    from ranked_ratings
 )
 
 select
