@@ -1,8 +1,8 @@
 """`reelhouse evaluate`: build the report models in sql/reports/ (error of ALS against
-baselines, ranking metrics against a popularity baseline, error breakdowns, exploration tables,
-metric history) from the marts and what `reelhouse train` wrote. A step of `reelhouse run`,
-after train. All the metrics are SQL; this module only checks the inputs exist, builds the
-models with the runner and prints a two-line summary.
+baselines, ranking metrics against most-rated and top-rated baselines, error breakdowns,
+exploration tables, metric history) from the marts and what `reelhouse train` wrote. A step
+of `reelhouse run`, after train. All the metrics are SQL; this module only checks the inputs
+exist, builds the models with the runner and prints a two-line summary.
 """
 
 from __future__ import annotations
@@ -81,29 +81,44 @@ def evaluate(spark, settings: Settings, cli_vars: dict | None = None,
 
 
 def summary(spark, settings: Settings) -> list[str]:
-    """ALS against its best baseline, on error and on ranking (two tiny tables read)."""
+    """The rating model against its best baseline, and the served lists against most-rated on
+    the standard protocol (two tiny tables read)."""
     errors = {row.model: row for row in spark.table(
         catalog.qualified(settings, "model_metrics")).collect()}  # one row per model
-    ranking = {row.model: row for row in spark.sql(f"""
+    ranking = spark.sql(f"""
         select * from {catalog.qualified(settings, 'ranking_metrics')}
-        where k = (select max(k) from {catalog.qualified(settings, 'ranking_metrics')})
-        """).collect()}  # one row per model
+        where relevance = 'any'
+          and k = (select max(k) from {catalog.qualified(settings, 'ranking_metrics')})
+        """).collect()  # one row per model
     lines = []
     als = errors.get("als")
     baselines = [row for model, row in errors.items() if model != "als" and row.rmse is not None]
     if als is not None and als.rmse is not None and baselines:
         best = min(baselines, key=lambda row: row.rmse)
         verdict = "beats" if als.rmse < best.rmse else "does NOT beat"
-        lines.append(f"test RMSE: ALS {als.rmse:.4f} {verdict} the best baseline "
-                     f"({best.model} {best.rmse:.4f}) on {als.num_predictions:,} test rows")
-    if "als" in ranking and "popularity" in ranking:
-        als_rank, popular = ranking["als"], ranking["popularity"]
-        lines.append(f"top-{als_rank.k}: NDCG ALS {_number(als_rank.ndcg_at_k)} vs popularity "
-                     f"{_number(popular.ndcg_at_k)}, precision ALS "
-                     f"{_number(als_rank.precision_at_k)} vs {_number(popular.precision_at_k)}, "
-                     f"coverage ALS {_number(als_rank.catalog_coverage)} vs "
-                     f"{_number(popular.catalog_coverage)}")
+        lines.append(f"test RMSE: rating model (explicit ALS) {als.rmse:.4f} {verdict} the best "
+                     f"baseline ({best.model} {best.rmse:.4f}) on {als.num_predictions:,} test "
+                     "rows")
+    served = next((row for row in ranking if row.served), None)
+    by_model = {row.model: row for row in ranking}
+    if served is not None:
+        lines.append(ranking_line(served, by_model))
     return lines
+
+
+def ranking_line(served, by_model: dict) -> str:
+    """'lists served by …: NDCG@k …, lift over most-rated …' for the terminal and report."""
+    line = (f"lists served by {served.model} (best on ranking, refit on every rating): "
+            f"NDCG@{served.k} {_number(served.ndcg_at_k)}, precision@{served.k} "
+            f"{_number(served.precision_at_k)} on {served.num_evaluated_users:,} test users "
+            "(any held-out rating relevant, train movies excluded)")
+    popular = by_model.get("most_rated")
+    if popular is not None and popular.ndcg_at_k:
+        lift = served.ndcg_at_k / popular.ndcg_at_k
+        line += f"; most-rated {_number(popular.ndcg_at_k)}, lift {lift:.2f}x"
+    others = [f"{model} {_number(row.ndcg_at_k)}" for model, row in sorted(by_model.items())
+              if model not in (served.model, "most_rated")]
+    return line + (f" ({', '.join(others)})" if others else "")
 
 
 def _number(value) -> str:

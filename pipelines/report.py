@@ -17,8 +17,9 @@ import json
 import math
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
-from pipelines import catalog, progress
+from pipelines import catalog, evaluate, progress
 from pipelines.settings import Settings
 
 REPORT_FILE = "report.html"
@@ -33,13 +34,16 @@ LONG_TAIL_POINTS = 200
 HISTORY_RUNS = 50
 RUN_AXIS = "run finished (UTC, month-day hour:minute)"
 MODEL_NAMES = {"als": "ALS", "global_mean": "global mean", "movie_mean": "movie mean",
-               "user_movie_bias": "user + movie bias", "popularity": "popularity",
-               "rmse": "RMSE", "mae": "MAE"}
+               "user_movie_bias": "user + movie bias", "implicit_als": "implicit ALS",
+               "explicit_als": "explicit ALS", "most_rated": "most rated",
+               "top_rated": "top rated (Bayesian)", "rmse": "RMSE", "mae": "MAE"}
 # Okabe-Ito colours: distinguishable with every common colour-vision deficiency.
-MODEL_COLOURS = {"als": "#0072B2", "popularity": "#E69F00", "global_mean": "#999999",
+MODEL_COLOURS = {"als": "#0072B2", "implicit_als": "#0072B2", "explicit_als": "#CC79A7",
+                 "most_rated": "#E69F00", "top_rated": "#D55E00", "global_mean": "#999999",
                  "movie_mean": "#56B4E9", "user_movie_bias": "#009E73"}
 OTHER_COLOURS = ("#4e79a7", "#f28e2b", "#76b7b2", "#b07aa1")
-MODEL_ORDER = ("als", "user_movie_bias", "movie_mean", "global_mean", "popularity")
+MODEL_ORDER = ("als", "implicit_als", "explicit_als", "user_movie_bias", "movie_mean",
+               "global_mean", "most_rated", "top_rated")
 
 
 # --- reading the warehouse (small tables only) ---------------------------------------------
@@ -92,7 +96,8 @@ def gather(spark, settings: Settings) -> dict:
                    cold_start_rows, fit_seconds, rmse, mae
             from {t} order by finished_at desc, run_id desc limit 1"""),
         "model_metrics": rows("model_metrics", "select * from {t}"),  # one row per model
-        "ranking_metrics": rows("ranking_metrics", "select * from {t} order by model, k"),
+        "ranking_metrics": rows("ranking_metrics",
+                                "select * from {t} order by relevance, served desc, model, k"),
         "error_by_user_activity": rows("error_by_user_activity",
                                        "select * from {t} order by bucket_order, model"),
         "error_by_movie_popularity": rows("error_by_movie_popularity",
@@ -551,30 +556,46 @@ def section_models(data: dict) -> str:
           _format(by_model[m]["num_predictions"], "int")] for m in models]) + "</div></div>")
 
     ranking = data.get("ranking_metrics")
-    parts.append("<h2>Ranking: ALS against popularity</h2>")
+    parts.append("<h2>Ranking: the served lists against most-rated and top-rated</h2>")
     if not ranking:
         return "".join(parts) + _missing("ranking_metrics", "reelhouse evaluate")
     largest = max(row["k"] for row in ranking)
-    at_k = {row["model"]: row for row in ranking if row["k"] == largest}
-    ranked_models = _models_in(list(at_k.values()))
     names = [("precision_at_k", "precision"), ("recall_at_k", "recall"), ("ndcg_at_k", "NDCG"),
              ("map_at_k", "MAP"), ("hit_rate", "hit rate")]
-    chart = bar_chart([label for _, label in names],
-                      [(m, [at_k[m][key] for key, _ in names]) for m in ranked_models],
-                      f"Ranking metrics at k = {largest}", f"value at k = {largest}")
-    threshold = ranking[0]["relevance_threshold"]
-    parts.append('<div class="grid2">' + _figure(
-        f"Top-{largest} quality, ALS against the popularity baseline", chart,
-        f"Relevant = a held-out rating ≥ {threshold:g}; averaged over users with a relevant "
-        "test item. Higher is better. Coverage (in the table): share of the train catalogue "
-        "recommended to anyone; mean popularity: train ratings of a recommended movie.")
-        + "<div>" + _table(
-            ["model", "k", "precision", "recall", "NDCG", "MAP", "hit rate", "coverage",
-             "mean popularity"],
-            [[MODEL_NAMES.get(row["model"], row["model"]), row["k"],
-              *[_format(row[key], ".4f") for key, _ in names],
-              _format(row["catalog_coverage"], "%"), _format(row["mean_popularity"], ",.0f")]
-             for row in ranking]) + "</div></div>")
+    served = next((row["model"] for row in ranking if row["served"]), None)
+    for relevance, caption in (
+            ("any", "relevant = any held-out rating (the standard protocol)"),
+            ("threshold", "relevant = a held-out rating ≥ {threshold:g}")):
+        rows = [row for row in ranking if row["relevance"] == relevance]
+        if not rows:
+            continue
+        at_k = {row["model"]: row for row in rows if row["k"] == largest}
+        ranked_models = _models_in(list(at_k.values()))
+        chart = bar_chart([label for _, label in names],
+                          [(m, [at_k[m][key] for key, _ in names]) for m in ranked_models],
+                          f"Ranking metrics at k = {largest}", f"value at k = {largest}")
+        lift = ""
+        if served in at_k and "most_rated" in at_k and at_k["most_rated"]["ndcg_at_k"]:
+            lift = (f" NDCG@{largest} of the served model is "
+                    f"{at_k[served]['ndcg_at_k'] / at_k['most_rated']['ndcg_at_k']:.2f}× "
+                    "most-rated's.")
+        threshold = rows[0]["relevance_threshold"]
+        parts.append('<div class="grid2">' + _figure(
+            f"Top-{largest} quality, {caption.format(threshold=threshold or 0)}", chart,
+            f"Served: {MODEL_NAMES.get(served, served)} (fit on train for these lists, refit "
+            f"on every rating to serve).{lift} Every list comes from train ratings only and "
+            "skips the user's train movies; averaged over users with a relevant test item. "
+            "Higher is better. Coverage: share of the train catalogue listed to anyone; mean "
+            "popularity: train ratings of a listed movie.")
+            + "<div>" + _table(
+                ["model", "k", "precision", "recall", "NDCG", "MAP", "hit rate", "coverage",
+                 "mean popularity"],
+                [[MODEL_NAMES.get(row["model"], row["model"])
+                  + (" (served)" if row["served"] else ""), row["k"],
+                  *[_format(row[key], ".4f") for key, _ in names],
+                  _format(row["catalog_coverage"], "%"), _format(row["mean_popularity"],
+                                                                  ",.0f")]
+                 for row in rows]) + "</div></div>")
     return "".join(parts)
 
 
@@ -713,15 +734,13 @@ def summary_lines(data: dict) -> list[str]:
         best = min(baselines, key=lambda row: row["rmse"])
         lines.append(f"test RMSE: ALS {als['rmse']:.4f}, best baseline {best['model']} "
                      f"{best['rmse']:.4f} ({(als['rmse'] / best['rmse'] - 1) * 100:+.1f}%)")
-    ranking = data.get("ranking_metrics") or []
+    ranking = [row for row in data.get("ranking_metrics") or [] if row["relevance"] == "any"]
     if ranking:
         largest = max(row["k"] for row in ranking)
-        at_k = {row["model"]: row for row in ranking if row["k"] == largest}
-        if "als" in at_k and "popularity" in at_k:
-            lines.append(f"top-{largest}: NDCG ALS {_format(at_k['als']['ndcg_at_k'], '.4f')} "
-                         f"vs popularity {_format(at_k['popularity']['ndcg_at_k'], '.4f')}; "
-                         f"coverage {_format(at_k['als']['catalog_coverage'], '%')} vs "
-                         f"{_format(at_k['popularity']['catalog_coverage'], '%')}")
+        at_k = {row["model"]: SimpleNamespace(**row) for row in ranking if row["k"] == largest}
+        served = next((row for row in at_k.values() if row.served), None)
+        if served is not None:
+            lines.append(evaluate.ranking_line(served, at_k))
     trials = [row for row in data.get("tuning") or [] if row["validation_rmse"] is not None]
     if trials:
         best = min(trials, key=lambda row: row["validation_rmse"])

@@ -38,7 +38,10 @@ VARS = {"ranking_ks": ",".join(map(str, KS)), "few_ratings_max": 1, "some_rating
 BASELINES = ("global_mean", "movie_mean", "user_movie_bias")
 RUNS_SCHEMA = ("run_id string, started_at timestamp, finished_at timestamp, params string, "
                "train_rows bigint, test_rows bigint, prediction_rows bigint, rmse double, "
-               "mae double, output_versions map<string, bigint>")
+               "mae double, output_versions map<string, bigint>, global_mean double, "
+               "rating_scale_min double, rating_scale_max double")
+LIST_SCHEMA = ("run_id string, model string, user_id int, rank int, movie_id int, "
+               "score double, source string")
 
 TRAIN = [(1, 1, 4.0), (1, 2, 3.0), (2, 1, 5.0), (2, 3, 3.0), (3, 2, 4.0), (3, 4, 3.0),
          (3, 5, 3.0), (4, 3, 4.5), (5, 6, 2.0), (5, 7, 3.5), (5, 8, 3.5)]
@@ -48,7 +51,7 @@ TEST = [(1, 3, 5.0), (1, 4, 4.0), (1, 5, 2.0), (1, 6, 4.5), (2, 2, 3.5), (2, 4, 
 # The warm test rows ALS scored: (user, movie, rating, ALS prediction) for each run.
 PREDICTIONS = {"run-1": [(1, 3, 5.0, 4.5), (2, 2, 3.5, 3.0), (4, 1, 4.0, 4.0)],
                "run-2": [(1, 3, 5.0, 4.0), (2, 2, 3.5, 3.5), (4, 1, 4.0, 3.0)]}
-# (user, rank, movie, score, source)
+# The served model's test lists: (user, rank, movie, score, source)
 RECOMMENDATIONS = [
     (1, 1, 5, 4.2, "als"), (1, 2, 3, 4.2, "als"), (1, 3, 7, 4.0, "als"), (1, 4, 4, 3.9, "als"),
     (1, 5, 8, 3.0, "als"),
@@ -59,8 +62,11 @@ RECOMMENDATIONS = [
     (4, 5, 6, 4.5, "als"),
     (5, 1, 2, 3.0, "als"), (5, 1, 1, 4.0, "als"), (5, 3, 3, 2.0, "als"), (5, 4, 4, 1.9, "als"),
     (5, 5, 5, 1.0, "als"),
-    (6, 1, 1, 4.0, "popularity"), (6, 2, 3, 3.9, "popularity"), (6, 3, 2, 3.8, "popularity"),
+    (6, 1, 1, 4.0, "most_rated"), (6, 2, 3, 3.9, "most_rated"), (6, 3, 2, 3.8, "most_rated"),
 ]
+# The other candidate's test lists: every user's list above in reverse.
+CANDIDATES = [(user, 6 - rank, movie, -score, "explicit_als")
+              for user, rank, movie, score, _ in RECOMMENDATIONS]
 # m1 is a drama and a comedy, m2 has no genre, m3 is missing from the movies file.
 MOVIES = [(1, "One", ["Drama", "Comedy"]), (2, "Two", []), (4, "Four", ["Drama"]),
           (5, "Five", ["Comedy"]), (6, "Six", ["Drama"]), (7, "Seven", []), (8, "Eight", [])]
@@ -91,10 +97,16 @@ def write_inputs(spark, settings, run_id: str) -> None:
         [(run_id, u, m, r, p) for u, m, r, p in PREDICTIONS[run_id]],
         "run_id string, user_id int, movie_id int, rating double, prediction double"),
         "predictions")
-    catalog.replace_table(spark, settings, spark.createDataFrame(
-        [(run_id, *row) for row in RECOMMENDATIONS],
-        "run_id string, user_id int, rank int, movie_id int, score double, source string"),
-        "recommendations")
+    for table, model, rows in (("test_recommendations", "implicit_als", RECOMMENDATIONS),
+                               ("candidate_recommendations", "explicit_als", CANDIDATES)):
+        catalog.replace_table(spark, settings, spark.createDataFrame(
+            [(run_id, model, *row) for row in rows], LIST_SCHEMA), table)
+    for table, entity in (("rating_user_factors", 0), ("rating_movie_factors", 1)):
+        ids = sorted({row[entity] for row in TRAIN})
+        catalog.replace_table(spark, settings, spark.createDataFrame(
+            [(run_id, i, [0.5, -0.25 * i], 0.1 * i, 1) for i in ids],
+            "run_id string, id int, factors array<float>, bias double, num_ratings bigint"),
+            table)
     runs = [model_run("run-0", 1, 1.25)]  # an older run, never evaluated
     for index, name in enumerate(PREDICTIONS, start=1):
         errors = [p - r for _, _, r, p in PREDICTIONS[name]]
@@ -109,7 +121,8 @@ def model_run(run_id: str, day: int, rmse: float) -> tuple:
     """A model_runs row: the columns of train's model_runs that the reports read."""
     params = f'{{"implicit": false, "max_iter": 5, "rank": {4 * day}, "reg_param": 0.1}}'
     at = datetime(2024, 1, day)
-    return (run_id, at, at, params, len(TRAIN), len(TEST), 3, rmse, rmse, {"predictions": day})
+    return (run_id, at, at, params, len(TRAIN), len(TEST), 3, rmse, rmse, {"predictions": day},
+            3.5, 0.5, 5.0)
 
 
 def rows_by_key(spark, table: str, *key: str) -> dict:
@@ -126,7 +139,7 @@ def built(spark, tmp_path_factory):
     evaluate.evaluate(spark, settings, VARS)
     first = {
         "model_metrics": rows_by_key(spark, "model_metrics", "model"),
-        "ranking_metrics": rows_by_key(spark, "ranking_metrics", "model", "k"),
+        "ranking_metrics": rows_by_key(spark, "ranking_metrics", "model", "relevance", "k"),
         "error_by_user_activity": rows_by_key(spark, "error_by_user_activity", "model",
                                               "activity_bucket"),
         "error_by_movie_popularity": rows_by_key(spark, "error_by_movie_popularity", "model",
@@ -180,12 +193,23 @@ def model_pairs(run_id: str) -> dict[str, list[tuple[int, int, float, float]]]:
     return result
 
 
-def als_lists() -> dict[int, list[int]]:
-    """Each user's recommended movies in order: rank, then higher score, then movie_id."""
+def model_lists(rows=RECOMMENDATIONS) -> dict[int, list[int]]:
+    """Each user's listed movies in order: rank, then higher score, then movie_id."""
     lists = defaultdict(list)
-    for user, _, movie, *_ in sorted(RECOMMENDATIONS, key=lambda r: (r[0], r[1], -r[3], r[2])):
+    for user, _, movie, *_ in sorted(rows, key=lambda r: (r[0], r[1], -r[3], r[2])):
         lists[user].append(movie)
     return lists
+
+
+def most_rated_lists(max_k: int) -> dict[int, list[int]]:
+    """Each listed user's unrated movies by number of TRAIN ratings (ties: lower movie_id)."""
+    counts = defaultdict(int)
+    for _, movie, _ in TRAIN:
+        counts[movie] += 1
+    order = sorted(counts, key=lambda m: (-counts[m], m))
+    rated = {(u, m) for u, m, _ in TRAIN}
+    return {user: [m for m in order if (user, m) not in rated][:max_k]
+            for user in {r[0] for r in RECOMMENDATIONS}}
 
 
 def popularity_lists(max_k: int) -> dict[int, list[int]]:
@@ -203,10 +227,12 @@ def popularity_lists(max_k: int) -> dict[int, list[int]]:
             for user in {r[0] for r in RECOMMENDATIONS}}
 
 
-def ranking_reference(lists: dict[int, list[int]], k: int) -> dict[str, float]:
+def ranking_reference(lists: dict[int, list[int]], k: int,
+                      threshold: float | None) -> dict[str, float]:
+    """The metrics from their definitions; threshold None: any test rating is relevant."""
     relevant = defaultdict(set)
     for user, movie, rating in TEST:
-        if rating >= THRESHOLD:
+        if threshold is None or rating >= threshold:
             relevant[user].add(movie)
     per_user = []
     for user, items in relevant.items():  # users with at least one relevant item
@@ -307,21 +333,39 @@ def test_error_breakdowns_match_the_reference(built):
 
 # --- ranking ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("model", ["als", "popularity"])
+@pytest.mark.parametrize("model", ["implicit_als", "explicit_als", "most_rated", "top_rated"])
+@pytest.mark.parametrize("relevance", ["any", "threshold"])
 @pytest.mark.parametrize("k", KS)
-def test_ranking_metrics_match_the_reference(built, model, k):
+def test_ranking_metrics_match_the_reference(built, model, relevance, k):
     _, first, _ = built
-    lists = als_lists() if model == "als" else popularity_lists(max(KS))
-    expected = ranking_reference(lists, k)
-    row = first["ranking_metrics"][(model, k)]
-    assert row["num_evaluated_users"] == expected["num_evaluated_users"] == 5  # u2 has none
+    lists = {"implicit_als": model_lists, "explicit_als": lambda: model_lists(CANDIDATES),
+             "most_rated": lambda: most_rated_lists(max(KS)),
+             "top_rated": lambda: popularity_lists(max(KS))}[model]()
+    expected = ranking_reference(lists, k, THRESHOLD if relevance == "threshold" else None)
+    row = first["ranking_metrics"][(model, relevance, k)]
+    # every user has a test rating; u2 has none >= 4
+    assert row["num_evaluated_users"] == expected["num_evaluated_users"] == \
+        (5 if relevance == "threshold" else 6)
+    assert row["served"] == (model == "implicit_als")
     for name, value in expected.items():
         assert row[name] == pytest.approx(value, abs=1e-9), name
 
 
+def test_the_baselines_would_differ_had_they_counted_test_ratings():
+    """Counting every split's ratings changes the most-rated order of this case, so the
+    reference match above would fail for a baseline that read a held-out rating."""
+    counts = defaultdict(int)
+    for _, movie, _ in TRAIN + TEST:
+        counts[movie] += 1
+    leaked = sorted(counts, key=lambda m: (-counts[m], m))
+    rated = {(u, m) for u, m, _ in TRAIN}
+    assert {user: [m for m in leaked if (user, m) not in rated][:max(KS)]
+            for user in {r[0] for r in RECOMMENDATIONS}} != most_rated_lists(max(KS))
+
+
 def test_ranking_metrics_known_answers(built):
     _, first, _ = built
-    als = {k: first["ranking_metrics"][("als", k)] for k in KS}
+    als = {k: first["ranking_metrics"][("implicit_als", "threshold", k)] for k in KS}
     # Evaluated users u1, u3, u4, u5, u6. First items: u1 m5 (no: rank beats the equal score
     # of m3), u3 m6 (yes), u4 m1 (yes), u5 m1 (no: of the two at rank 1 the higher score
     # comes first), u6 m1 (no).
@@ -353,7 +397,7 @@ def test_the_ranking_metrics_model_rejects_a_bad_ranking_ks_itself(spark, built)
     project = runner.load_project(settings, cli_vars={"ranking_ks": "5,ten"})
     with pytest.raises(ReelhouseError, match="ranking_metrics"):
         runner.build(spark, project, ["ranking_metrics"])
-    assert spark.table("movielens.ranking_metrics").count() == 8  # left as it was
+    assert spark.table("movielens.ranking_metrics").count() == 4 * 2 * 4  # left as it was
 
 
 # --- exploration tables -------------------------------------------------------------------------
@@ -392,14 +436,25 @@ def test_activity_histogram_bins_double(built):
     assert first["activity_histogram"][("user", 2)]["num_entities"] == 5
 
 
+def test_rating_estimates_scores_any_pair_with_the_rating_models_formula(spark, built):
+    """mu + b_user + b_movie + p.q within the scale, for pairs test never asked about:
+    user 1 (bias 0.1, factors [0.5, -0.25]) and movie 2 (bias 0.2, [0.5, -0.5]): 3.5 + 0.1
+    + 0.2 + 0.25 + 0.125 = 4.175; user 5 and movie 8 reach 3.5 + 0.5 + 0.8 + 0.25 + 2.5,
+    kept at the scale's 5.0."""
+    rows = {(r.user_id, r.movie_id): r.estimate for r in spark.sql(
+        "select user_id, movie_id, estimate from movielens.rating_estimates "
+        "where (user_id = 1 and movie_id = 2) or (user_id = 5 and movie_id = 8)").collect()}
+    assert rows == {(1, 2): pytest.approx(4.175, abs=1e-6), (5, 8): 5.0}
+
+
 # --- history ------------------------------------------------------------------------------------
 
 def test_metric_history_keeps_every_run_and_every_evaluated_metric(built):
     _, first, history = built
+    models = ("als", *BASELINES, "implicit_als", "explicit_als", "most_rated", "top_rated")
     assert set(first["metric_history"]) == {("run-0", "als")} | {
-        ("run-1", model) for model in ("als", *BASELINES, "popularity")}
-    assert set(history) == set(first["metric_history"]) | {
-        ("run-2", model) for model in ("als", *BASELINES, "popularity")}
+        ("run-1", model) for model in models}
+    assert set(history) == set(first["metric_history"]) | {("run-2", model) for model in models}
     # run-0 was never evaluated: train's numbers only
     assert history[("run-0", "als")]["recorded_by"] == "train"
     assert history[("run-0", "als")]["rmse"] == 1.25
@@ -407,9 +462,9 @@ def test_metric_history_keeps_every_run_and_every_evaluated_metric(built):
     # run-1's rows survive run-2's evaluation unchanged
     for key, row in first["metric_history"].items():
         assert history[key] == row
-    run_1 = history[("run-1", "popularity")]
+    run_1 = history[("run-1", "most_rated")]
     assert run_1["k"] == max(KS)
-    assert run_1["ndcg_at_k"] == pytest.approx(first["ranking_metrics"][("popularity", 10)]
+    assert run_1["ndcg_at_k"] == pytest.approx(first["ranking_metrics"][("most_rated", "any", 10)]
                                                ["ndcg_at_k"], abs=1e-12)
     # run-2 has its own ALS error; the baselines are the same rows scored again
     run_2_als = error_metrics([(p, r) for _, _, p, r in model_pairs("run-2")["als"]])
@@ -424,3 +479,4 @@ def test_evaluate_before_training_says_what_to_run(spark, tmp_path_factory):
     settings = fresh_warehouse(spark, tmp_path_factory, "untrained")
     with pytest.raises(ReelhouseError, match=r"movielens\.predictions.*reelhouse run"):
         evaluate.evaluate(spark, settings)
+

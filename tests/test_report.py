@@ -23,7 +23,7 @@ GENRES = ["Drama", "Comedy", "Action", "Thriller", "Romance", "Sci-Fi", "Horror"
 # One chart per figure: rating distribution, long tail, ratings per user, ratings per movie,
 # ALS against baselines, ranking, error by activity, by popularity, by genre, tuning heat
 # map, RMSE history, NDCG history.
-NUM_CHARTS = 12
+NUM_CHARTS = 13
 
 
 def write_marts_inputs(spark, settings, seed: int = 3) -> None:
@@ -64,34 +64,51 @@ def fake_training(spark, settings) -> None:
           and test.user_id in (select user_id from train)
           and test.movie_id in (select movie_id from train)""")
     catalog.replace_table(spark, settings, predictions, "predictions")
-    recommendations = spark.sql("""
-        with train as (select * from movielens.ratings_split where split = 'train'),
-        candidates as (
-            select users.user_id, movies.movie_id,
-                   abs(xxhash64(users.user_id, movies.movie_id)) % 1000 / 200.0 as score
-            from (select distinct user_id from movielens.ratings) as users
-            cross join (select distinct movie_id from train) as movies
-            left anti join train on users.user_id = train.user_id
-                and movies.movie_id = train.movie_id)
-        select 'run-3' as run_id, user_id, rank, movie_id, score, 'als' as source
-        from (select *, row_number() over (partition by user_id order by score desc, movie_id)
-                        as rank from candidates)
-        where rank <= 10""")
-    catalog.replace_table(spark, settings, recommendations, "recommendations")
+    for table, model, salt in (("test_recommendations", "implicit_als", 1),
+                               ("candidate_recommendations", "explicit_als", 2)):
+        lists = spark.sql(f"""
+            with train as (select * from movielens.ratings_split where split = 'train'),
+            candidates as (
+                select users.user_id, movies.movie_id,
+                       abs(xxhash64(users.user_id, movies.movie_id, {salt})) % 1000 / 200.0
+                           as score
+                from (select distinct user_id from movielens.ratings_split
+                      where split = 'test') as users
+                cross join (select distinct movie_id from train) as movies
+                left anti join train on users.user_id = train.user_id
+                    and movies.movie_id = train.movie_id)
+            select 'run-3' as run_id, '{model}' as model, user_id, rank, movie_id, score,
+                   '{model}' as source
+            from (select *, row_number() over (partition by user_id order by score desc,
+                                               movie_id) as rank from candidates)
+            where rank <= 10""")
+        catalog.replace_table(spark, settings, lists, table)
+    write_rating_factors(spark, settings, "run-3")
     runs = [(f"run-{n}", datetime(2024, 3, n), f'{{"rank": {10 * n}, "reg_param": 0.1}}',
-             1000, 250, 240, 10, 3.5, 1.1 - 0.1 * n, 0.9 - 0.1 * n, {"predictions": n})
-            for n in (1, 2, 3)]
+             1000, 250, 240, 10, 3.5, 1.1 - 0.1 * n, 0.9 - 0.1 * n, {"predictions": n},
+             3.5, 0.5, 5.0) for n in (1, 2, 3)]
     catalog.replace_table(spark, settings, spark.createDataFrame(
         runs, "run_id string, finished_at timestamp, params string, train_rows bigint, "
               "test_rows bigint, prediction_rows bigint, cold_start_rows bigint, "
               "fit_seconds double, rmse double, mae double, "
-              "output_versions map<string, bigint>"), "model_runs")
+              "output_versions map<string, bigint>, global_mean double, "
+              "rating_scale_min double, rating_scale_max double"), "model_runs")
     trials = [("tune-1", datetime(2024, 3, 1), rank, reg, 10,
                0.85 + abs(rank - 20) / 200 + abs(reg - 0.1)) for rank in (10, 20, 30)
               for reg in (0.05, 0.1, 0.2)]
     catalog.replace_table(spark, settings, spark.createDataFrame(
         trials, "tune_id string, tuned_at timestamp, rank int, reg_param double, "
                 "max_iter int, validation_rmse double"), "model_trials")
+
+
+def write_rating_factors(spark, settings, run_id: str) -> None:
+    """The rating model's factor tables as train writes them (rank 2, made up)."""
+    for table, key in (("rating_user_factors", "user_id"), ("rating_movie_factors", "movie_id")):
+        catalog.replace_table(spark, settings, spark.sql(f"""
+            select '{run_id}' as run_id, {key} as id,
+                   array(cast({key} % 3 / 10 as float), cast(0.1 as float)) as factors,
+                   cast({key} % 5 / 10 as double) as bias, count(*) as num_ratings
+            from movielens.ratings_split where split = 'train' group by {key}"""), table)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +155,7 @@ def test_the_report_is_one_self_contained_file(written):
     lowered = text.lower()
     for outside in ("<script", "<link", "<img", "<iframe", "src=", "url(", "@import"):
         assert outside not in lowered, outside  # nothing to fetch, nothing to run
-    for section in ("The data", "ALS against baselines", "ALS against popularity",
+    for section in ("The data", "ALS against baselines", "the served lists against most-rated",
                     "Where the error is", "Tuning grid", "Metric history"):
         assert section in text
 
@@ -148,7 +165,8 @@ def test_the_terminal_summary_names_the_headline_numbers(spark, written):
     lines = report.summary_lines(report.gather(spark, settings))
     assert lines[0].startswith("data: ") and "ratings by 120 users" in lines[0]
     assert any(line.startswith("test RMSE: ALS ") for line in lines)
-    assert any(line.startswith("top-10: NDCG ALS ") for line in lines)
+    assert any(line.startswith("lists served by implicit_als") and "NDCG@10 " in line
+               and "lift" in line for line in lines)
     assert any(line.startswith("tuning: best rank 20, regParam 0.1") for line in lines)
 
 
