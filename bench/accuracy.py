@@ -1,6 +1,7 @@
 """Accuracy benchmark for `reelhouse train`: the evidence behind the training defaults.
 
     .venv/bin/python -m bench.accuracy [--data DIR] [--warehouse DIR] [--reuse] [--grid]
+    .venv/bin/python -m bench.accuracy --ranking [--data DIR]
 
 On real MovieLens data (default ../shared/movielens/ml-latest-small beside the repo; skipped
 with a message when absent) it ingests and builds a warehouse (or reuses one), then fits ALS
@@ -9,6 +10,11 @@ test RMSE of each on the same warm test rows: Spark's defaults, plain ALS with a
 regParam, bias-centred on and off at the same settings, and our defaults, which it then runs
 once more end to end through `train.train` (the number a user sees). On synthetic data with
 a known noise σ it compares test RMSE with the generator's `expected_rmse_floor`.
+With --ranking it instead trains and evaluates end to end (`train.train`, then the report
+models) on the default random 80/20 split and on the per-user stratified split, and prints
+the standard-protocol ranking (top 10, train items excluded, relevant = any held-out rating)
+of the served lists against the most-rated and top-rated baselines, the lift, rated movies in
+the served lists and the test RMSE, each against the ranking issue's targets.
 Not part of the test suite: it takes minutes.
 """
 
@@ -27,6 +33,7 @@ from pipelines.settings import PROJECT_DIR, Settings
 DEFAULT_DATA = PROJECT_DIR.parent / "shared" / "movielens" / "ml-latest-small"
 RESULTS = PROJECT_DIR / "bench" / "results" / "tmp"
 ISSUE_TARGET_RMSE = 0.845
+RANKING_TARGETS = {"ndcg_at_10": 0.35, "lift_over_most_rated": 1.8, "rmse": 0.8431}
 INPUT_MODELS = (*train.INPUT_TABLES, "movies")
 
 SPARK_DEFAULTS = train.TrainParams(rank=10, max_iter=10, reg_param=0.1, bias_centred=False)
@@ -76,7 +83,8 @@ def forget_tables(spark, schema: str = "movielens") -> None:
                 continue
 
 
-def warehouse_for(spark, settings: Settings, data_dir: Path, reuse: bool) -> None:
+def warehouse_for(spark, settings: Settings, data_dir: Path, reuse: bool,
+                  cli_vars: dict | None = None) -> None:
     """Ingest + build into settings.warehouse, unless --reuse and it is already built."""
     forget_tables(spark)
     catalog.register_warehouse(spark, settings)
@@ -88,7 +96,8 @@ def warehouse_for(spark, settings: Settings, data_dir: Path, reuse: bool) -> Non
     started = time.monotonic()
     ingest.ingest_dataset(spark, settings, data_dir)
     # Only what training reads (and what that needs): report models come after training.
-    runner.build(spark, runner.load_project(settings), [f"+{t}" for t in INPUT_MODELS])
+    runner.build(spark, runner.load_project(settings, cli_vars=cli_vars),
+                 [f"+{t}" for t in INPUT_MODELS])
     print(f"built {settings.warehouse} from {data_dir} in {time.monotonic() - started:.0f}s")
 
 
@@ -141,6 +150,55 @@ def end_to_end(spark, settings: Settings) -> dict:
             "fit_seconds": run.fit_seconds, "total_seconds": run.total_seconds}
 
 
+def ranking(spark, base: Settings, data_dir: Path, split_method: str, reuse: bool) -> dict:
+    """Train and evaluate end to end on one split; the standard-protocol table at k = 10."""
+    from pipelines import evaluate
+
+    cli_vars = {"split_method": split_method, "ranking_ks": "5,10"}
+    settings = replace(base, warehouse=str((RESULTS / f"warehouse-{data_dir.name}-"
+                                            f"{split_method}").resolve()))
+    print(f"\n== {data_dir.name}: {split_method} split, ranking on the standard protocol")
+    warehouse_for(spark, settings, data_dir, reuse, cli_vars)
+    started = time.monotonic()
+    run_id = train.train(spark, settings)
+    evaluate.evaluate(spark, settings, cli_vars)
+    seconds = time.monotonic() - started
+    q = lambda t: catalog.qualified(settings, t)  # noqa: E731
+    rows = {r.model: r for r in spark.sql(
+        f"select * from {q('ranking_metrics')} where relevance = 'any' and k = 10").collect()}
+    rated = spark.sql(f"""
+        select count(*) from {q('recommendations')} as recs
+        join {q('ratings')} as ratings
+          on ratings.user_id = recs.user_id and ratings.movie_id = recs.movie_id""").first()[0]
+    run = spark.sql(f"select * from {q('model_runs')} "
+                    f"where run_id = {catalog.sql_string(run_id)}").first()
+    served = next(r for r in rows.values() if r.served)
+    lift = served.ndcg_at_k / rows["most_rated"].ndcg_at_k
+    print(f"{'top-10 list (k = 10, relevant = any held-out rating)':<56} {'NDCG':>7} "
+          f"{'prec':>7} {'recall':>7} {'MAP':>7} {'cover':>7}")
+    for model in (served.model, *sorted(set(rows) - {served.model})):
+        r = rows[model]
+        label = f"{model}{' (served)' if r.served else ''}"
+        print(f"{label:<56} {r.ndcg_at_k:>7.4f} {r.precision_at_k:>7.4f} {r.recall_at_k:>7.4f} "
+              f"{r.map_at_k:>7.4f} {r.catalog_coverage:>7.3f}")
+    checks = [("NDCG@10 of test_recommendations", served.ndcg_at_k, ">=",
+               RANKING_TARGETS["ndcg_at_10"]),
+              ("lift over most-rated", lift, ">=", RANKING_TARGETS["lift_over_most_rated"]),
+              ("rated movies in served lists", rated, "==", 0),
+              ("explicit test RMSE", run.rmse, "<=", RANKING_TARGETS["rmse"])]
+    for label, value, op, target in checks:
+        met = {">=": value >= target, "<=": value <= target + 1e-9, "==": value == target}[op]
+        print(f"  {label}: {value:.4f} (target {op} {target}) {'met' if met else 'MISSED'}")
+    print(f"  {served.num_evaluated_users:,} evaluated users; train + evaluate {seconds:.0f}s")
+    return {"split_method": split_method, "run_id": run_id, "served_model": served.model,
+            "lift_over_most_rated": lift, "rated_in_served_lists": rated,
+            "test_rmse": run.rmse,
+            "ranking": {m: {k: getattr(r, k) for k in ("ndcg_at_k", "precision_at_k",
+                                                        "recall_at_k", "map_at_k", "hit_rate",
+                                                        "catalog_coverage")}
+                        for m, r in rows.items()}}
+
+
 def synthetic(spark, base: Settings, num_ratings: int, num_users: int | None,
               num_movies: int | None, reuse: bool) -> dict:
     """Test RMSE against the generator's floor (the RMSE of its noiseless scores). With the
@@ -181,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse", action="store_true",
                         help="use the warehouse as it is if its tables are built")
     parser.add_argument("--grid", action="store_true", help="also run the wider search")
+    parser.add_argument("--ranking", action="store_true",
+                        help="the ranking table on the random and stratified splits instead")
     parser.add_argument("--synthetic-ratings", type=int, default=100_000,
                         help="size of the synthetic datasets (0 skips them)")
     parser.add_argument("--master", default="local[*]")
@@ -192,6 +252,19 @@ def main(argv: list[str] | None = None) -> int:
     base = Settings(warehouse=str(RESULTS / "boot"), master=args.master)
     spark = create_spark(base, app_name="reelhouse-bench-accuracy", register=False)
     report: dict = {"target_rmse": ISSUE_TARGET_RMSE}
+    has_data = any((args.data / name).exists() for name in ("ratings.csv", "u.data",
+                                                            "ratings.dat"))
+    if args.ranking:
+        if not has_data:
+            print(f"skipping: no MovieLens files in {args.data} (pass --data DIR)")
+            return 0
+        report = {"targets": RANKING_TARGETS, "splits": [
+            ranking(spark, base, args.data, method, args.reuse)
+            for method in ("random", "stratified")]}
+        if args.out:
+            args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        spark.stop()
+        return 0
     if (args.data / "ratings.csv").exists() or (args.data / "u.data").exists() \
             or (args.data / "ratings.dat").exists():
         warehouse = args.warehouse or RESULTS / f"warehouse-{args.data.name}"

@@ -210,9 +210,6 @@ def _with_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rank", type=int, help="latent factors (default 30)")
     parser.add_argument("--max-iter", type=int, help="ALS iterations (default 15)")
     parser.add_argument("--reg-param", type=float, help="regularisation (default 0.15)")
-    parser.add_argument("--alpha", type=float, help="implicit confidence weight (default 1.0)")
-    parser.add_argument("--implicit", action="store_true", default=None,
-                        help="implicit-feedback ALS (ratings as confidence, Hu et al.)")
     parser.add_argument("--nonnegative", action="store_true", default=None,
                         help="nonnegative factors")
     parser.add_argument("--seed", type=int, help="random seed (default 42)")
@@ -227,11 +224,27 @@ def _with_train_options(parser: argparse.ArgumentParser) -> None:
                       help="fit ALS on ratings less damped biases (default for explicit)")
     bias.add_argument("--no-bias", dest="bias_centred", action="store_false",
                       help="fit ALS on the ratings themselves")
+    lists = parser.add_argument_group(
+        "the list model", "what serves recommendations and similar movies (the options above "
+        "are the rating model's, which gives predictions and the RMSE)")
+    lists.add_argument("--list-model", choices=("implicit", "explicit"), default="implicit",
+                       help="implicit-feedback ALS (default, measured best on ranking) or the "
+                            "rating model itself")
+    lists.add_argument("--list-rank", type=int, help="implicit list model rank (default 64)")
+    lists.add_argument("--list-max-iter", type=int, help="default 15")
+    lists.add_argument("--list-reg-param", type=float, help="default 0.3")
+    lists.add_argument("--alpha", type=float, help="confidence = 1 + alpha * value (default 1)")
+    lists.add_argument("--confidence", choices=("rating", "binary", "threshold"),
+                       help="what a rating says: the rating itself (default), 1 for every "
+                            "rating, or 1 for ratings >= --confidence-threshold only")
+    lists.add_argument("--confidence-threshold", type=float, help="default 4.0")
 
 
-TRAIN_OPTIONS = ("rank", "max_iter", "reg_param", "alpha", "implicit", "nonnegative", "seed",
-                 "top_n", "min_movie_ratings", "user_bias_damping", "movie_bias_damping",
-                 "bias_centred")
+TRAIN_OPTIONS = ("rank", "max_iter", "reg_param", "nonnegative", "seed", "top_n",
+                 "min_movie_ratings", "user_bias_damping", "movie_bias_damping", "bias_centred")
+LIST_OPTIONS = {"list_rank": "rank", "list_max_iter": "max_iter", "list_reg_param": "reg_param",
+                "alpha": "alpha", "confidence": "confidence",
+                "confidence_threshold": "confidence_threshold"}
 
 
 def train_params(args: argparse.Namespace, best: dict | None = None):
@@ -241,6 +254,22 @@ def train_params(args: argparse.Namespace, best: dict | None = None):
     values = dict(best or {})
     values.update({k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None})
     return TrainParams(**values).validated()
+
+
+def list_params(args: argparse.Namespace, params):
+    """The list model: the rating model's params (--list-model explicit), or LIST_DEFAULTS
+    with the shared settings (seed, top N, min ratings) and the --list-* flags typed."""
+    from dataclasses import replace
+
+    from pipelines.train import LIST_DEFAULTS
+
+    if args.list_model == "explicit":
+        return params
+    values = {field: getattr(args, flag) for flag, field in LIST_OPTIONS.items()
+              if getattr(args, flag) is not None}
+    return replace(LIST_DEFAULTS, seed=params.seed, top_n=params.top_n,
+                   min_movie_ratings=params.min_movie_ratings, nonnegative=params.nonnegative,
+                   **values).validated()
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -391,10 +420,11 @@ def dispatch(args: argparse.Namespace) -> int:
 
         if args.params != "best":
             params = train_params(args)  # a bad value fails here, before Spark starts
+            list_params(args, params)
         spark = create_spark(settings)
         if args.params == "best":
             params = train_params(args, train.best_params(spark, settings))
-        train.train(spark, settings, params)
+        train.train(spark, settings, params, list_params(args, params))
         return 0
     if args.command == "tune":
         from pipelines import train
