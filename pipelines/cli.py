@@ -149,11 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     tune = command("tune", "search rank x regParam x maxIter on a validation share of the train "
                    "rows; every trial goes to movielens.model_trials")
-    tune.add_argument("--ranks", type=_int_list, default=(10, 20, 30, 50), metavar="LIST",
-                      help="comma-separated ranks (default 10,20,30,50)")
-    tune.add_argument("--reg-params", type=_float_list, default=(0.05, 0.1, 0.15, 0.2),
-                      metavar="LIST", help="comma-separated regParams (default "
-                      "0.05,0.1,0.15,0.2)")
+    tune.add_argument("--ranks", type=_int_list, metavar="LIST",
+                      help="comma-separated ranks (default 10,20,30,50; ranking: 32,64,96)")
+    tune.add_argument("--reg-params", type=_float_list, metavar="LIST",
+                      help="comma-separated regParams (default 0.05,0.1,0.15,0.2; ranking: "
+                      "0.1,0.3,1)")
     tune.add_argument("--max-iters", type=_int_list, default=(15,), metavar="LIST",
                       help="comma-separated maxIters (default 15)")
     tune.add_argument("--validation-fraction", type=float, default=0.2,
@@ -161,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--parallelism", type=int, default=2,
                       help="trials fitted at the same time (default 2)")
     tune.add_argument("--seed", type=int, default=42, help="ALS seed and validation split seed")
+    tune.add_argument("--objective", choices=("rmse", "ranking"), default="rmse",
+                      help="rmse: the rating model by validation RMSE (default); ranking: the "
+                           "list model (implicit ALS, with the rating model as a candidate) by "
+                           "validation NDCG@10")
+    tune.add_argument("--alphas", type=_float_list, default=(1.0,), metavar="LIST",
+                      help="implicit confidence weights, ranking objective (default 1)")
     bias = tune.add_mutually_exclusive_group()
     bias.add_argument("--bias-centred", dest="bias_centred", action="store_true", default=True,
                       help="fit ALS on rating less damped biases (the default)")
@@ -254,6 +260,35 @@ def train_params(args: argparse.Namespace, best: dict | None = None):
     values = dict(best or {})
     values.update({k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None})
     return TrainParams(**values).validated()
+
+
+def best_models(spark, settings, args: argparse.Namespace):
+    """`train --params best`: the rating model of the latest RMSE tune and the list model of
+    the latest ranking tune, where there is one (each default otherwise; flags typed win)."""
+    from dataclasses import replace
+
+    from pipelines import train
+    from pipelines.errors import ReelhouseError
+
+    try:
+        params = train_params(args, train.best_params(spark, settings))
+    except ReelhouseError:
+        params = None
+    chosen = train.best_list_params(spark, settings)
+    if params is None and chosen is None:
+        raise ReelhouseError("There are no tuning trials yet: run `reelhouse tune` (rating "
+                             "model) or `reelhouse tune --objective ranking` (list model) "
+                             "before `reelhouse train --params best`.")
+    params = params or train_params(args)
+    if chosen is None:
+        return params, list_params(args, params), train.DEFAULT_LIST_CHOICE
+    best, why = chosen
+    if not best.implicit:  # the rating model ranked best: it serves the lists too
+        return params, params, why
+    values = {field: getattr(args, flag) for flag, field in LIST_OPTIONS.items()
+              if getattr(args, flag) is not None}
+    return params, replace(best, seed=params.seed, top_n=params.top_n,
+                           min_movie_ratings=params.min_movie_ratings, **values).validated(), why
 
 
 def list_params(args: argparse.Namespace, params):
@@ -420,19 +455,25 @@ def dispatch(args: argparse.Namespace) -> int:
 
         if args.params != "best":
             params = train_params(args)  # a bad value fails here, before Spark starts
-            list_params(args, params)
+            lists = list_params(args, params)
+            choice = train.DEFAULT_LIST_CHOICE if args.list_model == "implicit" and not any(
+                getattr(args, flag) is not None for flag in LIST_OPTIONS) else "given"
         spark = create_spark(settings)
         if args.params == "best":
-            params = train_params(args, train.best_params(spark, settings))
-        train.train(spark, settings, params, list_params(args, params))
+            params, lists, choice = best_models(spark, settings, args)
+        train.train(spark, settings, params, lists, choice)
         return 0
     if args.command == "tune":
         from pipelines import train
 
-        grid = train.TuneGrid(ranks=args.ranks, reg_params=args.reg_params,
+        ranking = args.objective == "ranking"
+        grid = train.TuneGrid(ranks=args.ranks or ((32, 64, 96) if ranking else (10, 20, 30, 50)),
+                              reg_params=args.reg_params or ((0.1, 0.3, 1.0) if ranking
+                                                             else (0.05, 0.1, 0.15, 0.2)),
                               max_iters=args.max_iters, bias_centred=args.bias_centred,
                               validation_fraction=args.validation_fraction, seed=args.seed,
-                              parallelism=args.parallelism)
+                              parallelism=args.parallelism, objective=args.objective,
+                              alphas=args.alphas)
         grid.trials()  # a bad value fails here, before Spark starts
         train.tune(create_spark(settings), settings, grid)
         return 0

@@ -20,7 +20,10 @@ from pipelines import catalog, progress
 from pipelines.errors import ReelhouseError, spark_message
 from pipelines.settings import Settings, default_jars_dir
 
-FILE_KINDS = ("ratings", "movies", "tags", "links", "users", "genres")
+FILE_KINDS = ("ratings", "movies", "tags", "links", "users", "genres", "splits")
+# ml-100k ships GroupLens' own train/test splits of u.data: u1-u5 (five disjoint 20% test
+# sets, for 5-fold cross-validation) and ua/ub (exactly 10 test ratings per user); README.
+GROUPLENS_SPLITS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
 RAW_TABLES = {kind: f"raw_{kind}" for kind in FILE_KINDS}
 
 
@@ -56,6 +59,8 @@ LAYOUTS = (
         DataFile("movies", "u.item", "ISO-8859-1"),
         DataFile("users", "u.user", "ISO-8859-1"),
         DataFile("genres", "u.genre", "ISO-8859-1"),
+        *(DataFile("splits", f"{name}.{part}", "ISO-8859-1")
+          for name in GROUPLENS_SPLITS for part in ("base", "test")),
     ), "1-5 whole stars"),
     Layout("ml-1m", (
         DataFile("ratings", "ratings.dat", "ISO-8859-1"),

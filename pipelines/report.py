@@ -110,13 +110,7 @@ def gather(spark, settings: Settings) -> dict:
                 order by finished_at desc, run_id desc limit {HISTORY_RUNS})
             select history.* from {{t}} as history join runs on history.run_id = runs.run_id
             order by history.finished_at, history.run_id, history.model"""),
-        "tuning": rows("model_trials", """
-            with latest as (select max_by(tune_id, tuned_at) as tune_id from {t})
-            select trials.tune_id, trials.rank, trials.reg_param,
-                   min(trials.validation_rmse) as validation_rmse, count(*) as num_trials
-            from {t} as trials join latest on trials.tune_id = latest.tune_id
-            group by trials.tune_id, trials.rank, trials.reg_param
-            order by trials.rank, trials.reg_param"""),
+        "tuning": rows("model_trials", _tuning_query(spark, table("model_trials"))),
     }
     return data
 
@@ -357,15 +351,16 @@ def _mix(low: str, high: str, share: float) -> str:
 
 
 def heatmap(row_labels: list[str], col_labels: list[str], values: list[list[float | None]],
-            title: str, row_title: str, col_title: str, fmt: str = ".4f") -> str:
-    """A grid of cells coloured from dark (lowest value, best) to light (highest); the best
-    cell outlined."""
+            title: str, row_title: str, col_title: str, fmt: str = ".4f",
+            higher_is_better: bool = False) -> str:
+    """A grid of cells coloured from dark (best value) to light (worst); the best cell
+    outlined. Lower is better unless higher_is_better."""
     cell_w, cell_h, left, top = 86, 34, 92, 44
     width = left + cell_w * len(col_labels) + 16
     height = top + cell_h * len(row_labels) + 40
     present = [v for row in values for v in row if v is not None]
     low, high = (min(present), max(present)) if present else (0.0, 1.0)
-    best = min(present) if present else None
+    best = (max(present) if higher_is_better else min(present)) if present else None
     body = [f'<text x="{left + cell_w * len(col_labels) / 2:.1f}" y="14" class="axis-label" '
             f'text-anchor="middle">{_esc(col_title)}</text>',
             f'<text transform="translate(14 {top + cell_h * len(row_labels) / 2:.1f}) '
@@ -384,6 +379,7 @@ def heatmap(row_labels: list[str], col_labels: list[str], values: list[list[floa
                             'class="empty-cell"/>')
                 continue
             share = 0.0 if high == low else (value - low) / (high - low)
+            share = 1.0 - share if higher_is_better else share
             fill = _mix("#0b5d3b", "#f4f1c9", share)
             text_fill = "#ffffff" if share < 0.5 else "#1b1b1b"
             outline = ' stroke="#d62728" stroke-width="3"' if value == best else ""
@@ -645,25 +641,53 @@ def section_breakdowns(data: dict) -> str:
     return "".join(parts) + '<div class="grid2">' + "".join(figures) + "</div>"
 
 
+def _tuning_query(spark, qualified: str | None) -> str:
+    """The latest tune's grid, one cell per (rank, regParam): the best score over the other
+    settings (lowest validation RMSE, or highest validation NDCG@10 for a ranking tune).
+    Trials recorded before the ranking objective have no objective column: all RMSE."""
+    has_objective = qualified is not None and "objective" in spark.table(qualified).columns
+    objective = "coalesce(objective, 'rmse')" if has_objective else "'rmse'"
+    candidate = (f"not coalesce(implicit, false) and {objective} = 'ranking'" if has_objective
+                 else "false")  # the rating model as a ranking candidate: not on the grid
+    return f"""
+        with trials as (select *, {objective} as tune_objective from {{t}}
+                        where not ({candidate})),
+        latest as (select max_by(tune_id, tuned_at) as tune_id from trials)
+        select trials.tune_id, max(trials.tune_objective) as objective, trials.rank,
+               trials.reg_param, min(trials.validation_rmse) as validation_rmse,
+               max({'trials.validation_ndcg_at_10' if has_objective else 'null'})
+                   as validation_ndcg_at_10,
+               count(*) as num_trials
+        from trials join latest on trials.tune_id = latest.tune_id
+        group by trials.tune_id, trials.rank, trials.reg_param
+        order by trials.rank, trials.reg_param"""
+
+
 def section_tuning(data: dict) -> str:
     trials = data.get("tuning")
     if not trials:
         return ("<h2>Tuning</h2>" + '<p class="hint">No tuning trials yet: '
                 "<code>reelhouse tune</code> fills <code>movielens.model_trials</code> and "
                 "this section shows its rank × regParam grid.</p>")
+    ranking = trials[0]["objective"] == "ranking"
+    key, label, pick = (("validation_ndcg_at_10", "validation NDCG@10", max) if ranking
+                        else ("validation_rmse", "validation RMSE", min))
     ranks = sorted({row["rank"] for row in trials})
     regs = sorted({row["reg_param"] for row in trials})
-    values = {(row["rank"], row["reg_param"]): row["validation_rmse"] for row in trials}
-    best = min((row for row in trials if row["validation_rmse"] is not None),
-               key=lambda row: row["validation_rmse"], default=None)
+    values = {(row["rank"], row["reg_param"]): row[key] for row in trials}
+    best = pick((row for row in trials if row[key] is not None), key=lambda row: row[key],
+                default=None)
     chart = heatmap([str(r) for r in ranks], [f"{g:g}" for g in regs],
                     [[values.get((r, g)) for g in regs] for r in ranks],
-                    "Validation RMSE by rank and regParam", "rank", "regParam")
-    hint = (f"Tune {trials[0]['tune_id']}: {sum(r['num_trials'] for r in trials)} trials; each "
-            "cell is the lowest validation RMSE over maxIter.")
+                    f"{label[0].upper()}{label[1:]} by rank and regParam"
+                    f"{' (implicit ALS)' if ranking else ''}", "rank", "regParam",
+                    higher_is_better=ranking)
+    hint = (f"Tune {trials[0]['tune_id']} ({'ranking: the list model' if ranking else 'RMSE: the rating model'}): "  # noqa: E501
+            f"{sum(r['num_trials'] for r in trials)} trials; each cell is the "
+            f"{'highest' if ranking else 'lowest'} {label} over the other settings.")
     if best:
         hint += (f" Best: rank {best['rank']}, regParam {best['reg_param']:g} "
-                 f"({best['validation_rmse']:.4f}); train with it: reelhouse train --params best")
+                 f"({best[key]:.4f}); train with it: reelhouse train --params best")
     return "<h2>Tuning</h2>" + _figure("Tuning grid (latest tune)", chart, hint)
 
 
@@ -742,7 +766,7 @@ def summary_lines(data: dict) -> list[str]:
         if served is not None:
             lines.append(evaluate.ranking_line(served, at_k))
     trials = [row for row in data.get("tuning") or [] if row["validation_rmse"] is not None]
-    if trials:
+    if trials and trials[0]["objective"] != "ranking":
         best = min(trials, key=lambda row: row["validation_rmse"])
         lines.append(f"tuning: best rank {best['rank']}, regParam {best['reg_param']:g} "
                      f"(validation RMSE {best['validation_rmse']:.4f})")

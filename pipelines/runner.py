@@ -355,6 +355,12 @@ def _render(project: Project, model: Model, parse_only: bool = False,
     return sql.strip().rstrip(";")
 
 
+def render_query(project: Project, name: str, text: str) -> str:
+    """Render a query that is not a model file (e.g. a macro call from Python) with the same
+    context a model gets: ref, source, var and the project's macros."""
+    return _render(project, Model(name=name, path=Path(f"<{name}>"), raw_sql=text))
+
+
 def render_text(project: Project, text: str) -> str:
     """Render a snippet (a YAML test expression) with var() only."""
 

@@ -320,7 +320,7 @@ def test_every_ratings_line_is_accounted_for(dataset):
     """Nothing lost: for ratings.csv, loaded + rejected = lines read = lines landed, and
     every line has exactly one fate."""
     assert dataset.lines_read == {"ratings": 20, "movies": 7, "tags": 2, "links": 2,
-                                  "users": 0, "genres": 0}
+                                  "users": 0, "genres": 0, "splits": 0}
     assert dataset.files["ratings.csv"] == len(dataset.raw_ratings) == len(RATING_LINES)
     assert (len(dataset.ratings), len(dataset.rejected_ratings)) == (7, 13)
     assert all(len(fate(dataset, line)) == 1 for line, _ in RATING_LINES)
@@ -473,7 +473,7 @@ def test_var_name_carrying_sql_is_rejected(spark, dataset, reelhouse):
 def test_var_value_carrying_sql_is_quoted(spark, dataset, reelhouse, tmp_path, monkeypatch):
     """`--var "split_seed=x'; DROP ..."` reaches SQL as one quoted string literal, which Spark
     reads back as the same text; a var the models check is refused instead (`Model
-    ratings_split: var split_method must be 'random' or 'temporal', got 'x\\'; DROP ...'`).
+    ratings_split: var split_method must be 'random', 'temporal', …, got 'x\\'; DROP ...'`).
     No table changes."""
     monkeypatch.chdir(tmp_path)  # compile writes ./target/compiled
     before = versions(spark, dataset)
@@ -485,8 +485,9 @@ def test_var_value_carrying_sql_is_quoted(spark, dataset, reelhouse, tmp_path, m
     assert spark.sql(f"select {literal} as seed").first().seed == HOSTILE
 
     code, err = reelhouse("compile", "--var", f"split_method={HOSTILE}")
-    assert_one_line_error(code, err, "Model ratings_split: var split_method must be 'random' "
-                                     f"or 'temporal', got {literal}")
+    assert_one_line_error(code, err, "Model ratings_split: var split_method must be 'random', "
+                                     "'temporal', 'stratified', 'kfold' or 'grouplens', got "
+                                     f"{literal}")
     assert versions(spark, dataset) == before
 
 

@@ -121,4 +121,51 @@ def test_a_zip_is_read(spark, new_warehouse, tmp_path):
             zipped.write(path, f"ml-latest-tiny/{path.name}")
     settings = new_warehouse()
     assert ingest.ingest_dataset(spark, settings, archive) == {
-        "ratings": 3, "movies": 3, "tags": 1, "links": 2, "users": 0, "genres": 0}
+        "ratings": 3, "movies": 3, "tags": 1, "links": 2, "users": 0, "genres": 0,
+        "splits": 0}
+
+
+def test_grouplens_own_splits_land_and_drive_ratings_split(spark, new_warehouse, tmp_path):
+    """ml-100k's u1.base/u1.test and ua.base/ua.test (hand-written, u.data's format): every
+    line is loaded or rejected with a reason, and split_method grouplens puts exactly the
+    .test pairs in test. A split the folder does not ship fails the build in one sentence."""
+    from pipelines import runner
+
+    folder = tmp_path / "ml-100k"
+    ratings = [(u, m, 1 + (u + m) % 5, 881250949 + u * 10 + m) for u in (1, 2, 3)
+               for m in (10, 20, 30, 40)]
+    line = "{}\t{}\t{}\t{}\n".format
+    write(folder, "u.data", "".join(line(*r) for r in ratings))
+    write(folder, "u.item", "".join(f"{m}|Movie {m} (1995)|01-Jan-1995||http://x"
+                                    + "|0" * 18 + "|1\n" for m in (10, 20, 30, 40)))
+    u1_test = {(1, 10), (2, 20), (3, 30), (3, 40)}
+    write(folder, "u1.test", "".join(line(*r) for r in ratings if r[:2] in u1_test)
+          + "3\t40\t2\t881250989\n"  # the same pair again in the same file: a duplicate
+          + "x\t10\t3\t881250949\n")  # a bad user id
+    write(folder, "u1.base", "".join(line(*r) for r in ratings if r[:2] not in u1_test))
+    ua_test = {(u, 10) for u in (1, 2, 3)}
+    write(folder, "ua.test", "".join(line(*r) for r in ratings if r[:2] in ua_test))
+    write(folder, "ua.base", "".join(line(*r) for r in ratings if r[:2] not in ua_test))
+    settings = new_warehouse()
+    counts = ingest.ingest_dataset(spark, settings, folder)
+    assert counts["splits"] == 12 + 12 + 2
+
+    def build(**split_vars) -> dict:
+        project = runner.load_project(settings, folders=("models",),  # 2 bad of 26 lines
+                                      cli_vars={"max_reject_share": 0.1, **split_vars})
+        runner.build(spark, project, ["+ratings_split", "+ingest_summary", "+rejected_lines"])
+        return {(r.user_id, r.movie_id): r.split
+                for r in spark.table("movielens.ratings_split").collect()}
+
+    for name, test_pairs in (("u1", u1_test), ("ua", ua_test)):
+        split = build(split_method="grouplens", grouplens_split=name)
+        assert split == {r[:2]: "test" if r[:2] in test_pairs else "train" for r in ratings}
+    summary = {r.file_kind: r for r in spark.table("movielens.ingest_summary").collect()}
+    assert (summary["splits"].loaded, summary["splits"].rejected,
+            summary["splits"].lines_read) == (24, 2, 26)
+    reasons = sorted(r.reason for r in spark.sql(
+        "select reason from movielens.rejected_lines where file_kind = 'splits'").collect())
+    assert reasons[0].startswith("duplicate split_line_key u1:test:3:40 of u1.test:")
+    assert reasons[1] == "user_id is not a positive integer: x"
+    with pytest.raises(ReelhouseError, match="split_method grouplens needs the split files"):
+        build(split_method="grouplens", grouplens_split="u2")

@@ -162,6 +162,7 @@ def write_raw_tables(spark, settings) -> dict[str, list[tuple]]:
     for kind, files in OTHER_LINES.items():
         tables[kind] = [row for (fmt, path, first), lines in files.items()
                         for row in raw_rows(fmt, path, first, lines)]
+    tables.setdefault("splits", [])  # ml-100k's u1.base ...: tests/test_ingest.py has them
     for kind, rows in tables.items():
         catalog.replace_table(spark, settings, spark.createDataFrame(rows, RAW_SCHEMA),
                               f"raw_{kind}")
@@ -467,6 +468,51 @@ def test_temporal_split_holds_out_each_users_latest_ratings(warehouse, spark):
     assert split[(500, 10)] == "train"  # a user with one rating keeps it in train
 
 
-def test_an_unknown_split_method_fails_before_any_sql(warehouse):
-    with pytest.raises(ReelhouseError, match="split_method must be 'random' or 'temporal'"):
-        runner.load_project(warehouse, folders=("models",), cli_vars={"split_method": "kfold"})
+def split_draws(spark) -> dict[tuple[int, int], float]:
+    """The random split's hash draw of every rating, the order the stratified and k-fold
+    splits use."""
+    return {(r.user_id, r.movie_id): r.draw for r in rows(spark, """
+        select user_id, movie_id,
+               cast(shiftrightunsigned(xxhash64(user_id, movie_id, 42), 11) as double)
+                   / power(2, 53) as draw
+        from movielens.ratings""")}
+
+
+def test_stratified_split_holds_out_each_users_share(warehouse, spark):
+    """Microsoft Recommenders' protocol: round(n * 0.2) of each user's n ratings (at most
+    n - 1), the first in the order of the hash draw."""
+    split = rebuild_split(spark, warehouse, split_method="stratified")
+    by_user = defaultdict(list)
+    for (user, movie), draw in split_draws(spark).items():
+        by_user[user].append((draw, movie))
+    for user, ratings in by_user.items():
+        num_test = min(round(len(ratings) * 0.2), len(ratings) - 1)
+        expected = {movie: "test" if i < num_test else "train"
+                    for i, (_, movie) in enumerate(sorted(ratings))}
+        assert {m: split[(user, m)] for _, m in ratings} == expected, user
+
+
+def test_kfold_splits_test_every_rating_exactly_once(warehouse, spark):
+    draws = split_draws(spark)
+    tested = defaultdict(list)
+    for fold in range(3):
+        split = rebuild_split(spark, warehouse, split_method="kfold", folds=3, fold=fold)
+        assert set(split) == set(draws)
+        for key, label in split.items():
+            if label == "test":
+                tested[key].append(fold)
+                assert int(draws[key] * 3) == fold
+    assert set(tested) == set(draws) and all(len(f) == 1 for f in tested.values())
+    rebuild_split(spark, warehouse)  # back to the default for the other tests
+
+
+@pytest.mark.parametrize("split_vars, message", [
+    ({"split_method": "leave_one_out"}, "split_method must be 'random', 'temporal', "
+                                        "'stratified', 'kfold' or 'grouplens'"),
+    ({"split_method": "grouplens", "grouplens_split": "u6"}, "grouplens_split must be one of"),
+    ({"split_method": "kfold", "fold": 5}, "var fold must be a whole number from 0 to folds - 1"),
+    ({"split_method": "kfold", "folds": 1}, "folds at least 2"),
+])
+def test_an_unknown_split_method_or_fold_fails_before_any_sql(warehouse, split_vars, message):
+    with pytest.raises(ReelhouseError, match=message):
+        runner.load_project(warehouse, folders=("models",), cli_vars=split_vars)

@@ -89,7 +89,7 @@ def test_a_failed_run_puts_back_what_its_earlier_steps_committed(spark, new_ware
         assert spark.table(f"movielens.{table}").count() == counts[table]  # and is put back
     assert catalog.list_tables_on_storage(spark, settings) == [
         "ingest_files", "pipeline_runs", "raw_genres", "raw_links", "raw_movies", "raw_ratings",
-        "raw_tags", "raw_users"]
+        "raw_splits", "raw_tags", "raw_users"]
     runs = {r.run_id: r for r in spark.table("movielens.pipeline_runs").collect()}
     assert runs["run-1"].status == "succeeded" and runs["run-2"].status == "failed"
     assert "ingest_summary" in runs["run-2"].error_message

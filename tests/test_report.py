@@ -47,6 +47,8 @@ def write_marts_inputs(spark, settings, seed: int = 3) -> None:
         "movie_id int, title string, year int, genres array<string>"), "movies")
     catalog.replace_table(spark, settings, spark.createDataFrame(
         [], "user_id int, gender string, age_group string, occupation string"), "users")
+    catalog.replace_table(spark, settings, spark.createDataFrame(  # ml-100k's own splits: none
+        [], "split_name string, split_part string, user_id int, movie_id int"), "grouplens_splits")
 
 
 def fake_training(spark, settings) -> None:

@@ -410,6 +410,30 @@ def test_tune_records_every_trial_and_train_can_use_the_best(spark, trained):
         train.tune(spark, settings, train.TuneGrid(parallelism=0))
 
 
+def test_tune_with_the_ranking_objective_scores_lists_on_the_validation_share(spark, trained):
+    """Implicit grid points and the rating model as a candidate, each scored by NDCG@10 of
+    its lists for the validation share's users, fit movies excluded; never a test row."""
+    settings, _ = trained
+    grid = train.TuneGrid(objective="ranking", ranks=(2, 4), reg_params=(0.1,), max_iters=(4,),
+                          alphas=(1.0,), parallelism=2, base=PARAMS, list_base=LIST_PARAMS)
+    tune_id = train.tune(spark, settings, grid)
+    trials = spark.sql(f"select * from movielens.model_trials where tune_id = '{tune_id}' "
+                       "order by trial_id").collect()
+    assert [(t.implicit, t.rank, t.objective) for t in trials] == [
+        (True, 2, "ranking"), (True, 4, "ranking"), (False, PARAMS.rank, "ranking")]
+    train_rows = spark.sql("select user_id, movie_id, rating from movielens.ratings_split "
+                           "where split = 'train'")
+    _, validation = train.validation_split(train_rows, 0.2, grid.seed)
+    validation_users = validation.select("user_id").distinct().count()
+    for trial in trials:
+        assert 0 < trial.validation_ndcg_at_10 <= 1 and trial.validation_rmse is None
+        assert trial.validation_users == validation_users  # every user has a relevant item
+        assert trial.validation_rows == validation.count()
+    best, why = train.best_list_params(spark, settings)
+    top = max(trials, key=lambda t: (t.validation_ndcg_at_10, [-ord(c) for c in t.trial_id]))
+    assert (best.implicit, best.rank) == (top.implicit, top.rank) and tune_id in why
+
+
 # --- synthetic data of known noise ---------------------------------------------------------------
 
 def test_synthetic_rmse_is_within_ten_percent_of_the_generators_floor(

@@ -46,6 +46,11 @@ raw_lines as (
         'genres' as file_kind,
         count(*) as num_raw_lines
     from {{ source('raw', 'genres') }}
+    union all
+    select
+        'splits' as file_kind,
+        count(*) as num_raw_lines
+    from {{ source('raw', 'splits') }}
 ),
 
 loaded_rows as (
@@ -78,6 +83,11 @@ loaded_rows as (
         'genres' as file_kind,
         count(*) as num_loaded
     from {{ ref('genres') }}
+    union all
+    select
+        'splits' as file_kind,
+        count(*) as num_loaded
+    from {{ ref('grouplens_splits') }}
 ),
 
 rejected_rows as (

@@ -1,9 +1,18 @@
 {#- var('split_method'): random (default), temporal, stratified or kfold; see below. -#}
 {%- set split_method = var('split_method', 'random') %}
-{%- if split_method not in ('random', 'temporal', 'stratified', 'kfold') %}
+{%- if split_method not in ('random', 'temporal', 'stratified', 'kfold', 'grouplens') %}
     {{- raise_compiler_error(
-        "var split_method must be 'random', 'temporal', 'stratified' or 'kfold', got "
-        ~ split_method
+        "var split_method must be 'random', 'temporal', 'stratified', 'kfold' or 'grouplens', "
+        ~ "got " ~ split_method
+    ) }}
+{%- endif %}
+{%- set grouplens_names = ['u1', 'u2', 'u3', 'u4', 'u5', 'ua', 'ub'] %}
+{%- set grouplens_split = grouplens_names | select('equalto', var('grouplens_split', 'u1'))
+    | first %}
+{%- if grouplens_split is not defined %}
+    {{- raise_compiler_error(
+        "var grouplens_split must be one of u1, u2, u3, u4, u5, ua, ub, got "
+        ~ var('grouplens_split', 'u1')
     ) }}
 {%- endif %}
 {%- set folds = var('folds', 5) | int %}
@@ -30,6 +39,9 @@
 -- split_method 'kfold': the hash cuts the ratings into var('folds') (default 5) equal shares;
 --   share var('fold') (0 to folds - 1, default 0) is 'test'. Runs over fold 0..folds-1
 --   together test every rating once.
+-- split_method 'grouplens': ml-100k's own split var('grouplens_split') (u1 .. u5, ua, ub;
+--   default u1, see grouplens_splits): a rating in its .test file is 'test', any other
+--   'train'. The build fails when the dataset did not ship that split.
 
 with ratings as (
     select
@@ -54,6 +66,15 @@ ordered_ratings as (
     from ratings
 ),
 
+-- read only by split_method 'grouplens'
+grouplens_test as (  -- noqa: ST03
+    select distinct
+        user_id,
+        movie_id
+    from {{ ref('grouplens_splits') }}
+    where split_name = '{{ grouplens_split }}' and split_part = 'test'
+),
+
 ranked_ratings as (
     select
         user_id,
@@ -73,29 +94,48 @@ ranked_ratings as (
 
 labelled as (
     select
-        user_id,
-        movie_id,
-        rating,
-        rated_at,
+        ranked_ratings.user_id,
+        ranked_ratings.movie_id,
+        ranked_ratings.rating,
+        ranked_ratings.rated_at,
         {% if split_method in ('temporal', 'stratified') -%}
+            {%- set order_rank = 'recency_rank' if split_method == 'temporal' else 'draw_rank' %}
             case
-                when {{ 'recency_rank' if split_method == 'temporal' else 'draw_rank' }} <= least(
-                    round(user_num_ratings * {{ var('test_fraction', 0.2) }}), user_num_ratings - 1
+                when ranked_ratings.{{ order_rank }} <= least(
+                    round(ranked_ratings.user_num_ratings * {{ var('test_fraction', 0.2) }}),
+                    ranked_ratings.user_num_ratings - 1
                 ) then 'test'
+                else 'train'
+            end as split
+        {%- elif split_method == 'grouplens' -%}
+            case
+                when (select count(*) from grouplens_test) = 0
+                    then raise_error(
+                        'split_method grouplens needs the split files of var grouplens_split '
+                        || '(u1.base and u1.test for u1) in the ml-100k folder; this dataset '
+                        || 'has none'
+                    )
+                when grouplens_test.user_id is not null then 'test'
                 else 'train'
             end as split
         {%- elif split_method == 'kfold' -%}
             case
-                when floor(split_draw * {{ folds }}) = {{ fold }} then 'test'
+                when floor(ranked_ratings.split_draw * {{ folds }}) = {{ fold }} then 'test'
                 else 'train'
             end as split
         {%- else -%}
             case
-                when split_draw < {{ var('test_fraction', 0.2) }} then 'test'
+                when ranked_ratings.split_draw < {{ var('test_fraction', 0.2) }} then 'test'
                 else 'train'
             end as split
         {%- endif %}
     from ranked_ratings
+    {%- if split_method == 'grouplens' %}
+        left join grouplens_test
+            on
+                ranked_ratings.user_id = grouplens_test.user_id
+                and ranked_ratings.movie_id = grouplens_test.movie_id
+    {%- endif %}
 )
 
 select
