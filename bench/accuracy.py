@@ -159,6 +159,8 @@ def ranking(spark, base: Settings, data_dir: Path, split_method: str, reuse: boo
                                             f"{split_method}").resolve()))
     print(f"\n== {data_dir.name}: {split_method} split, ranking on the standard protocol")
     warehouse_for(spark, settings, data_dir, reuse, cli_vars)
+    # the reports read the other marts too (built once; unchanged models are skipped)
+    evaluate.build_warehouse_models(spark, runner.load_project(settings, cli_vars=cli_vars))
     started = time.monotonic()
     run_id = train.train(spark, settings)
     evaluate.evaluate(spark, settings, cli_vars)

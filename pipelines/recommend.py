@@ -268,7 +268,7 @@ def format_listing(rows) -> str:
         year = f" ({row.year})" if row.year is not None else ""
         genres = ", ".join(row.genres or [])
         source = getattr(row, "source", None)
-        note = " [popular pick]" if source == "popularity" else ""
+        note = " [most rated pick]" if source == "most_rated" else ""
         lines.append(f"{row.rank:>3}. {title}{year}  —  {genres or 'no genres'}  "
                      f"(score {row.score:.2f}, movie {row.movie_id}){note}")
     return "\n".join(lines)

@@ -875,7 +875,7 @@ def evaluate_trial(spark, settings: Settings, fit_rows, validation_rows, base: B
     return {"rmse": row.rmse, "mae": row.mae, "rows": row.num_rows, "fit_seconds": fit_seconds}
 
 
-def ranking_trials(spark, settings: Settings, fit_rows, validation_rows,
+def ranking_trials(spark, settings: Settings, tune_id: str, fit_rows, validation_rows,
                    trials: list[tuple[str, TrainParams]], scale, parallelism: int,
                    cached: list) -> tuple[dict, dict]:
     """Fit each trial on the fit rows and make its top 10 for every validation user (fit
@@ -887,13 +887,19 @@ def ranking_trials(spark, settings: Settings, fit_rows, validation_rows,
 
     def fit_and_list(trial):
         trial_id, params = trial
-        fit = fit_model(spark, settings, fit_rows, params, trial_id, f"trial {trial_id}",
-                        cached)
-        lists = top_lists(spark, fit, fit_rows, users, scale, trial_id, cached).cache()
-        cached.append(lists)
-        lists.count()  # made while this thread's fit is still cached
-        return fit.seconds, lists.selectExpr("run_id", "run_id as model", "user_id", "rank",
-                                             "movie_id", "score", "false as served")
+        own: list = []  # this trial's caches, released once its lists are kept
+        try:
+            fit = fit_model(spark, settings, fit_rows, params, trial_id, f"trial {trial_id}",
+                            own)
+            # one run (the tune) whose models are the trials: the baselines are made once
+            lists = top_lists(spark, fit, fit_rows, users, scale, trial_id, own).selectExpr(
+                f"{catalog.sql_string(tune_id)} as run_id", "run_id as model", "user_id",
+                "rank", "movie_id", "score", "false as served"
+            ).localCheckpoint()  # materialised, cut from the fit
+        finally:
+            for df in own:
+                df.unpersist()
+        return fit.seconds, lists
 
     with ThreadPoolExecutor(max_workers=parallelism) as pool:
         made = list(pool.map(fit_and_list, trials))
@@ -945,8 +951,8 @@ def tune(spark, settings: Settings, grid: TuneGrid | None = None) -> str:
                      "time")
         with run_checkpoints(spark, settings, tune_id):
             if grid.objective == "ranking":
-                results = _tune_ranking(spark, settings, grid, trials, trial_ids, fit_rows,
-                                        validation_rows, scale, cached)
+                results = _tune_ranking(spark, settings, grid, tune_id, trials, trial_ids,
+                                        fit_rows, validation_rows, scale, cached)
             else:
                 results = _tune_rmse(spark, settings, grid, trials, fit_rows, validation_rows,
                                      scale, cached)
@@ -1000,9 +1006,9 @@ def _tune_rmse(spark, settings, grid: TuneGrid, trials, fit_rows, validation_row
         return list(pool.map(run_trial, enumerate(trials)))
 
 
-def _tune_ranking(spark, settings, grid: TuneGrid, trials, trial_ids, fit_rows,
+def _tune_ranking(spark, settings, grid: TuneGrid, tune_id: str, trials, trial_ids, fit_rows,
                   validation_rows, scale, cached) -> list[dict]:
-    scored, baselines = ranking_trials(spark, settings, fit_rows, validation_rows,
+    scored, baselines = ranking_trials(spark, settings, tune_id, fit_rows, validation_rows,
                                        list(zip(trial_ids, trials, strict=True)), scale,
                                        grid.parallelism, cached)
     results = []

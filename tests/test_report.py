@@ -233,3 +233,15 @@ def test_a_run_leaves_a_report_made_from_the_same_table_versions_as_it_is(
     report.write_report(spark, settings, out, only_if_changed=True)
     assert not path.read_text().endswith("<!-- kept -->")
     assert path.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_a_ranking_tune_is_drawn_with_higher_ndcg_as_best():
+    """The heat map of a ranking tune outlines the highest validation NDCG@10, not the
+    lowest (pure Python: the rows as gather returns them)."""
+    trials = [{"tune_id": "tune-2", "objective": "ranking", "rank": rank, "reg_param": reg,
+               "validation_rmse": None, "validation_ndcg_at_10": 0.2 + rank / 1000 - reg / 10,
+               "num_trials": 1} for rank in (32, 64) for reg in (0.1, 0.3)]
+    html = report.section_tuning({"tuning": trials})
+    assert "Validation NDCG@10 by rank and regParam" in html
+    assert "Best: rank 64, regParam 0.1 (0.2540)" in html
+    assert html.count('stroke="#d62728"') == 1  # one cell outlined

@@ -132,7 +132,6 @@ listed_users as (
         run_id,
         user_id
     from test_lists
-    where served
 ),
 
 user_train_counts as (
