@@ -165,3 +165,19 @@ def test_a_second_process_lists_and_queries_the_tables_by_name(built):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout) == [{"ratings": 100_836, "rated": 9_724}]
+
+
+def test_served_lists_hold_no_rated_movie_and_beat_most_rated(spark, served_run):
+    """The run's end: the list model serves, its test lists rank well above the most-rated
+    baseline on the standard protocol, and no served list holds a movie its user rated."""
+    _, _, stderr = served_run
+    assert re.search(r"lists served by implicit_als .*NDCG@10 0\.\d+.*lift \d\.\d\dx", stderr)
+    rated = one(spark, """
+        select count(*) from movielens.recommendations as recs
+        join movielens.ratings as ratings
+          on ratings.user_id = recs.user_id and ratings.movie_id = recs.movie_id""")[0]
+    assert rated == 0
+    ndcg = {r.model: r.ndcg_at_k for r in spark.sql(
+        "select model, ndcg_at_k from movielens.ranking_metrics "
+        "where relevance = 'any' and k = 10").collect()}
+    assert ndcg["implicit_als"] > 1.5 * ndcg["most_rated"] > ndcg["explicit_als"]
