@@ -324,14 +324,14 @@ def factor_model(spark, rank: int, user_factors, item_factors, user_col: str, it
 # --- what a run publishes ------------------------------------------------------------------
 
 def recommend_for_users(spark, user_factors, movie_factors, rank: int, train_rows,
-                        top_n: int, cached: list):
+                        top_n: int):
     """Top N movies of movie_factors (the candidates) that the user did not rate in train,
     for every user with factors: (user_id, rank, movie_id, raw_score), raw_score = movie bias
     + factors . factors (the user's own bias and the global mean do not change the order).
     MLlib's top-k does not know what a user rated, so ask for N + k, drop rated movies, and
     ask again with a 4x bigger k for the users left short; a user is done once
     k >= N + their number of rated movies, which guarantees N unrated ones.
-    DataFrames cached on the way are appended to `cached` for the caller to release."""
+    Each round's rows are checkpointed locally (Spark drops them with the DataFrames)."""
     users = user_factors.selectExpr("id", "concat(factors, array(cast(1.0 as float))) "
                                     "as features")
     movies = movie_factors.selectExpr("id", "concat(factors, array(cast(bias as float))) "
@@ -353,7 +353,10 @@ def recommend_for_users(spark, user_factors, movie_factors, rank: int, train_row
                 .selectExpr("*", "row_number() over (partition by user_id "
                                  "order by raw_score desc, movie_id) as rank")
                 .where(f"rank <= {top_n}")
-                .cache())
+                # Materialised and cut from its plan: each round's plan holds every earlier
+                # one, and printing such plans for the SQL listener ran a 2 GB driver out of
+                # heap on ml-latest-small.
+                .localCheckpoint())
         got = kept.groupBy("user_id").count().withColumnRenamed("count", "num_kept")
         short = (pending.join(rated_counts, "user_id", "left")
                  .join(got, "user_id", "left")
@@ -362,8 +365,7 @@ def recommend_for_users(spark, user_factors, movie_factors, rank: int, train_row
                  .select("user_id"))
         if ask >= num_movies:
             short = short.limit(0)
-        short = short.cache()
-        cached += [kept, short]
+        short = short.localCheckpoint()
         num_short = short.count()  # decides whether another round is needed
         pieces.append(kept.join(short, "user_id", "left_anti"))
         if num_short == 0:
@@ -666,7 +668,7 @@ def _train_and_publish(spark, settings: Settings, params: TrainParams,
     results: dict = {}
 
     def lists(fit: Fit, rated, users):
-        return top_lists(spark, fit, rated, users, scale, run_id, cached)
+        return top_lists(spark, fit, rated, users, scale, run_id)
 
     def recommendations():
         results["recommendations"] = lists(serving_fit, all_rows, None).cache()
@@ -742,7 +744,7 @@ LIST_COLUMNS = [("run_id", "string"), ("model", "string"), ("user_id", "int"),
                 ("source", "string")]
 
 
-def top_lists(spark, fit: Fit, rated_rows, users, scale, run_id: str, cached: list):
+def top_lists(spark, fit: Fit, rated_rows, users, scale, run_id: str):
     """Each user's top N (fit.params.top_n) of the fit's movies with at least
     min_movie_ratings ratings in the fit, never a movie the user has in `rated_rows`, for
     `users` (None: every user in rated_rows): score = predicted rating (explicit) or the
@@ -755,7 +757,7 @@ def top_lists(spark, fit: Fit, rated_rows, users, scale, run_id: str, cached: li
     user_factors = fit.user_factors.join(users.selectExpr("user_id as id"), "id", "left_semi")
     movies = fit.movie_factors.where(f"num_ratings >= {params.min_movie_ratings}")
     warm = recommend_for_users(spark, user_factors, movies, params.rank, rated_rows,
-                               params.top_n, cached)
+                               params.top_n)
     score = clip(f"{fit.base.global_mean!r} + users.bias + warm.raw_score",
                  None if params.implicit else scale)
     name = list_model_name(params)
@@ -892,7 +894,7 @@ def ranking_trials(spark, settings: Settings, tune_id: str, fit_rows, validation
             fit = fit_model(spark, settings, fit_rows, params, trial_id, f"trial {trial_id}",
                             own)
             # one run (the tune) whose models are the trials: the baselines are made once
-            lists = top_lists(spark, fit, fit_rows, users, scale, trial_id, own).selectExpr(
+            lists = top_lists(spark, fit, fit_rows, users, scale, trial_id).selectExpr(
                 f"{catalog.sql_string(tune_id)} as run_id", "run_id as model", "user_id",
                 "rank", "movie_id", "score", "false as served"
             ).localCheckpoint()  # materialised, cut from the fit
