@@ -165,7 +165,9 @@ def ranking(spark, base: Settings, data_dir: Path, split_method: str, reuse: boo
     run_id = train.train(spark, settings)
     evaluate.evaluate(spark, settings, cli_vars)
     seconds = time.monotonic() - started
-    q = lambda t: catalog.qualified(settings, t)  # noqa: E731
+    def q(table: str) -> str:
+        return catalog.qualified(settings, table)
+
     rows = {r.model: r for r in spark.sql(
         f"select * from {q('ranking_metrics')} where relevance = 'any' and k = 10").collect()}
     rated = spark.sql(f"""
@@ -175,7 +177,7 @@ def ranking(spark, base: Settings, data_dir: Path, split_method: str, reuse: boo
     run = spark.sql(f"select * from {q('model_runs')} "
                     f"where run_id = {catalog.sql_string(run_id)}").first()
     served = next(r for r in rows.values() if r.served)
-    lift = served.ndcg_at_k / rows["most_rated"].ndcg_at_k
+    lift = served.ndcg_lift_over_most_rated
     print(f"{'top-10 list (k = 10, relevant = any held-out rating)':<56} {'NDCG':>7} "
           f"{'prec':>7} {'recall':>7} {'MAP':>7} {'cover':>7}")
     for model in (served.model, *sorted(set(rows) - {served.model})):

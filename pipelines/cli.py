@@ -265,8 +265,6 @@ def train_params(args: argparse.Namespace, best: dict | None = None):
 def best_models(spark, settings, args: argparse.Namespace):
     """`train --params best`: the rating model of the latest RMSE tune and the list model of
     the latest ranking tune, where there is one (each default otherwise; flags typed win)."""
-    from dataclasses import replace
-
     from pipelines import train
     from pipelines.errors import ReelhouseError
 
@@ -285,26 +283,19 @@ def best_models(spark, settings, args: argparse.Namespace):
     best, why = chosen
     if not best.implicit:  # the rating model ranked best: it serves the lists too
         return params, params, why
-    values = {field: getattr(args, flag) for flag, field in LIST_OPTIONS.items()
-              if getattr(args, flag) is not None}
-    return params, replace(best, seed=params.seed, top_n=params.top_n,
-                           min_movie_ratings=params.min_movie_ratings, **values).validated(), why
+    return params, list_params(args, params, best), why
 
 
-def list_params(args: argparse.Namespace, params):
-    """The list model: the rating model's params (--list-model explicit), or LIST_DEFAULTS
-    with the shared settings (seed, top N, min ratings) and the --list-* flags typed."""
-    from dataclasses import replace
-
-    from pipelines.train import LIST_DEFAULTS
+def list_params(args: argparse.Namespace, params, base=None):
+    """The list model: the rating model's params (--list-model explicit), or `base` (the
+    defaults unless given) with the run's shared settings and the --list-* flags typed."""
+    from pipelines import train
 
     if args.list_model == "explicit":
         return params
-    values = {field: getattr(args, flag) for flag, field in LIST_OPTIONS.items()
-              if getattr(args, flag) is not None}
-    return replace(LIST_DEFAULTS, seed=params.seed, top_n=params.top_n,
-                   min_movie_ratings=params.min_movie_ratings, nonnegative=params.nonnegative,
-                   **values).validated()
+    typed = {field: getattr(args, flag) for flag, field in LIST_OPTIONS.items()
+             if getattr(args, flag) is not None}
+    return train.list_model_params(params, base or train.LIST_DEFAULTS, **typed)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -457,7 +448,8 @@ def dispatch(args: argparse.Namespace) -> int:
             params = train_params(args)  # a bad value fails here, before Spark starts
             lists = list_params(args, params)
             choice = train.DEFAULT_LIST_CHOICE if args.list_model == "implicit" and not any(
-                getattr(args, flag) is not None for flag in LIST_OPTIONS) else "given"
+                getattr(args, flag) is not None for flag in LIST_OPTIONS) \
+                else "set on the command line"
         spark = create_spark(settings)
         if args.params == "best":
             params, lists, choice = best_models(spark, settings, args)

@@ -108,14 +108,14 @@ def summary(spark, settings: Settings) -> list[str]:
 
 def ranking_line(served, by_model: dict) -> str:
     """'lists served by …: NDCG@k …, lift over most-rated …' for the terminal and report."""
-    line = (f"lists served by {served.model} (best on ranking, refit on every rating): "
+    line = (f"lists served by {served.model} (refit on every rating to serve): "
             f"NDCG@{served.k} {_number(served.ndcg_at_k)}, precision@{served.k} "
             f"{_number(served.precision_at_k)} on {served.num_evaluated_users:,} test users "
             "(any held-out rating relevant, train movies excluded)")
     popular = by_model.get("most_rated")
-    if popular is not None and popular.ndcg_at_k:
-        lift = served.ndcg_at_k / popular.ndcg_at_k
-        line += f"; most-rated {_number(popular.ndcg_at_k)}, lift {lift:.2f}x"
+    if popular is not None and served.ndcg_lift_over_most_rated is not None:
+        line += (f"; most-rated {_number(popular.ndcg_at_k)}, lift "
+                 f"{served.ndcg_lift_over_most_rated:.2f}x")
     others = [f"{model} {_number(row.ndcg_at_k)}" for model, row in sorted(by_model.items())
               if model not in (served.model, "most_rated")]
     return line + (f" ({', '.join(others)})" if others else "")

@@ -571,10 +571,9 @@ def section_models(data: dict) -> str:
                           [(m, [at_k[m][key] for key, _ in names]) for m in ranked_models],
                           f"Ranking metrics at k = {largest}", f"value at k = {largest}")
         lift = ""
-        if served in at_k and "most_rated" in at_k and at_k["most_rated"]["ndcg_at_k"]:
+        if served in at_k and at_k[served]["ndcg_lift_over_most_rated"] is not None:
             lift = (f" NDCG@{largest} of the served model is "
-                    f"{at_k[served]['ndcg_at_k'] / at_k['most_rated']['ndcg_at_k']:.2f}× "
-                    "most-rated's.")
+                    f"{at_k[served]['ndcg_lift_over_most_rated']:.2f}× most-rated's.")
         threshold = rows[0]["relevance_threshold"]
         parts.append('<div class="grid2">' + _figure(
             f"Top-{largest} quality, {caption.format(threshold=threshold or 0)}", chart,

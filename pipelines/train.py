@@ -134,7 +134,16 @@ def implicit_value_sql(params: TrainParams) -> str:
 # about 1.85x the most-rated baseline, where the explicit rating model's rank below it.
 LIST_DEFAULTS = TrainParams(rank=64, max_iter=15, reg_param=0.3, alpha=1.0, implicit=True,
                             confidence="rating")
-LIST_MODELS = ("implicit", "explicit")
+
+
+def list_model_params(params: TrainParams, base: TrainParams = LIST_DEFAULTS,
+                      **overrides) -> TrainParams:
+    """The list model for a run whose rating model is `params`: `base` (the defaults, or a
+    tune's best) with the settings a run shares (seed, top N, the movies that may be listed,
+    nonnegative factors) taken from `params`, then `overrides`; validated."""
+    return replace(base, seed=params.seed, top_n=params.top_n,
+                   min_movie_ratings=params.min_movie_ratings, nonnegative=params.nonnegative,
+                   **overrides).validated()
 
 
 def list_model_name(params: TrainParams) -> str:
@@ -551,9 +560,7 @@ def train(spark, settings: Settings, params: TrainParams | None = None,
     if params.implicit:
         raise ReelhouseError("The rating model is explicit (it predicts ratings): give implicit "
                              "settings to the list model (--list-model implicit).")
-    list_params = (list_params or replace(LIST_DEFAULTS, seed=params.seed,
-                                          top_n=params.top_n,
-                                          min_movie_ratings=params.min_movie_ratings)).validated()
+    list_params = (list_params or list_model_params(params)).validated()
     catalog.register_warehouse(spark, settings)  # the inputs are read by name
     versions = input_versions(spark, settings)
     before = recover_interrupted(spark, settings)
@@ -660,7 +667,6 @@ def _train_and_publish(spark, settings: Settings, params: TrainParams,
                  fit_model(spark, settings, train_rows, list_params, run_id,
                            "list model on train", cached))
     evaluated_users = test_rows.select("user_id").distinct()
-    candidates = [fit for fit in (ratings_fit,) if fit is not lists_fit]  # other candidates
 
     # Serving: the list model refit on every rating (every split), with the same settings.
     serving_fit = fit_model(spark, settings, all_rows, list_params, run_id,
@@ -675,11 +681,10 @@ def _train_and_publish(spark, settings: Settings, params: TrainParams,
         cached.append(results["recommendations"])
         return results["recommendations"]
 
-    def candidate_lists():
-        pieces = [lists(fit, train_rows, evaluated_users) for fit in candidates]
-        if not pieces:
+    def candidate_lists():  # the rating model's lists, when another model serves
+        if lists_fit is ratings_fit:
             return catalog.literal_rows(spark, LIST_COLUMNS, [])
-        return pieces[0] if len(pieces) == 1 else pieces[0].unionByName(pieces[1])
+        return lists(ratings_fit, train_rows, evaluated_users)
 
     outputs_to_write = {  # table: (rows, comment); rows may be a function computing them
         "user_factors": (serving_fit.user_factors, "Factors of the serving list model (fit "

@@ -389,6 +389,11 @@ select
     mean_popularity,
     num_listed_users,
     num_distinct_movies,
-    relevance_threshold
+    relevance_threshold,
+    -- the lift over the field's "most popular" list, the same run, relevance and k
+    try_divide(
+        ndcg_at_k,
+        max(if(model = 'most_rated', ndcg_at_k, null)) over (partition by run_id, relevance, k)
+    ) as ndcg_lift_over_most_rated
 from ranking_metrics
 {%- endmacro %}
