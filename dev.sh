@@ -34,7 +34,7 @@ case "$command" in
                 >/dev/null 2>&1 || echo "dev.sh: chromium could not be installed" >&2
         fi
         .venv/bin/ruff check .
-        .venv/bin/sqlfluff lint sql udfs
+        .venv/bin/sqlfluff lint sql
         # The fault chain (tests/faults) starts a JVM ten times: where the machine has a Java 25
         # beside the default one, its processes run on it, from a JVM start cache recorded once
         # here (reelhouse setup, with the chain's settings). The rest of the suite runs on the

@@ -36,12 +36,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipelines.generate import generate_dataset
-from pipelines.settings import PROJECT_DIR, STEPS
+from pipelines.settings import CHECKOUT_DIR, STEPS
 
-BENCH_DIR = PROJECT_DIR / "bench"
+BENCH_DIR = CHECKOUT_DIR / "bench"
 RESULTS_DIR = BENCH_DIR / "results"
-WORK_DIR = PROJECT_DIR / ".reelhouse" / "bench"
-DATA_DIR = PROJECT_DIR / ".reelhouse" / "bench-data"
+WORK_DIR = CHECKOUT_DIR / ".reelhouse" / "bench"
+DATA_DIR = CHECKOUT_DIR / ".reelhouse" / "bench-data"
 REELHOUSE = [sys.executable, "-m", "pipelines.cli"]
 SPARK_DEFAULT_ALS = ["--rank", "10", "--max-iter", "10", "--reg-param", "0.1", "--no-bias"]
 
@@ -133,7 +133,7 @@ def measured(command: list[str], log: Path, env: dict | None = None,
     with open(log, "w") as out:
         # Its own process group: a kill reaches the JVM that pyspark started under it.
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                   env={**os.environ, **(env or {})}, cwd=PROJECT_DIR,
+                                   env={**os.environ, **(env or {})}, cwd=CHECKOUT_DIR,
                                    start_new_session=True)
         memory = PeakMemory(process.pid)
         timed_out = False
@@ -185,7 +185,7 @@ def query(warehouse: Path, sql: str) -> list[dict]:
     """Rows of a query on a bench warehouse, through `reelhouse sql` (not timed)."""
     done = subprocess.run(REELHOUSE + ["sql", "--warehouse", str(warehouse), "--format", "json",
                                        "--conf", "spark.ui.enabled=false", sql],
-                          capture_output=True, text=True, cwd=PROJECT_DIR)
+                          capture_output=True, text=True, cwd=CHECKOUT_DIR)
     if done.returncode != 0:
         raise SystemExit(f"bench: query failed: {done.stderr.strip().splitlines()[-1:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -361,7 +361,7 @@ def machine() -> dict:
 def _code_version() -> str:
     """The commit measured (with "+changes" when the working tree differs from it)."""
     def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=PROJECT_DIR)
+        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=CHECKOUT_DIR)
         return done.stdout.strip() if done.returncode == 0 else ""
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"

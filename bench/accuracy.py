@@ -27,11 +27,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from pipelines import catalog, ingest, runner, train
-from pipelines.settings import PROJECT_DIR, Settings
+from pipelines import delta_log, ingest, naming, registration, runner, train
+from pipelines.settings import CHECKOUT_DIR, Settings
 
-DEFAULT_DATA = PROJECT_DIR.parent / "shared" / "movielens" / "ml-latest-small"
-RESULTS = PROJECT_DIR / "bench" / "results" / "tmp"
+DEFAULT_DATA = CHECKOUT_DIR.parent / "shared" / "movielens" / "ml-latest-small"
+RESULTS = CHECKOUT_DIR / "bench" / "results" / "tmp"
 ISSUE_TARGET_RMSE = 0.845
 RANKING_TARGETS = {"ndcg_at_10": 0.35, "lift_over_most_rated": 1.8, "rmse": 0.8431}
 INPUT_MODELS = (*train.INPUT_TABLES, "movies")
@@ -87,9 +87,9 @@ def warehouse_for(spark, settings: Settings, data_dir: Path, reuse: bool,
                   cli_vars: dict | None = None) -> None:
     """Ingest + build into settings.warehouse, unless --reuse and it is already built."""
     forget_tables(spark)
-    catalog.register_warehouse(spark, settings)
-    catalog.register_udfs(spark, settings)
-    if reuse and all(catalog.current_version(spark, settings, t) is not None
+    registration.register_warehouse(spark, settings)
+    registration.register_udfs(spark, settings)
+    if reuse and all(delta_log.current_version(spark, settings, t) is not None
                      for t in train.INPUT_TABLES):
         print(f"reusing the warehouse at {settings.warehouse}")
         return
@@ -141,8 +141,8 @@ def end_to_end(spark, settings: Settings) -> dict:
     """`train.train` with the defaults: every table written, the model_runs row read back."""
     started = time.monotonic()
     run_id = train.train(spark, settings)
-    run = spark.sql(f"select * from {catalog.qualified(settings, train.RUNS_TABLE)} "
-                    f"where run_id = {catalog.sql_string(run_id)}").first()
+    run = spark.sql(f"select * from {naming.qualified(settings, train.RUNS_TABLE)} "
+                    f"where run_id = {naming.sql_string(run_id)}").first()
     print(f"end to end `reelhouse train` (defaults): test RMSE {run.rmse:.4f}, MAE "
           f"{run.mae:.4f}, fit {run.fit_seconds:.1f}s, whole run "
           f"{time.monotonic() - started:.0f}s, run {run_id}")
@@ -166,7 +166,7 @@ def ranking(spark, base: Settings, data_dir: Path, split_method: str, reuse: boo
     evaluate.evaluate(spark, settings, cli_vars)
     seconds = time.monotonic() - started
     def q(table: str) -> str:
-        return catalog.qualified(settings, table)
+        return naming.qualified(settings, table)
 
     rows = {r.model: r for r in spark.sql(
         f"select * from {q('ranking_metrics')} where relevance = 'any' and k = 10").collect()}
@@ -175,7 +175,7 @@ def ranking(spark, base: Settings, data_dir: Path, split_method: str, reuse: boo
         join {q('ratings')} as ratings
           on ratings.user_id = recs.user_id and ratings.movie_id = recs.movie_id""").first()[0]
     run = spark.sql(f"select * from {q('model_runs')} "
-                    f"where run_id = {catalog.sql_string(run_id)}").first()
+                    f"where run_id = {naming.sql_string(run_id)}").first()
     served = next(r for r in rows.values() if r.served)
     lift = served.ndcg_lift_over_most_rated
     print(f"{'top-10 list (k = 10, relevant = any held-out rating)':<56} {'NDCG':>7} "

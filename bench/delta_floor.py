@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines import catalog
+from pipelines import naming, writes
 from pipelines.session import create_spark
 from pipelines.settings import Settings
 
@@ -41,15 +41,15 @@ def one_round(spark, settings: Settings, results: dict, index: int) -> None:
     table = f"floor_{index}"
     rows = spark.range(1000).selectExpr("id", "id % 7 as k")
     comments = {"id": "a row id"}
-    timed(spark, results, "create table (CTAS)", lambda: catalog.replace_table(
+    timed(spark, results, "create table (CTAS)", lambda: writes.replace_table(
         spark, settings, rows, table, "a table", comments, None, {"built_from": "a"}))
-    timed(spark, results, "replace table", lambda: catalog.replace_table(
+    timed(spark, results, "replace table", lambda: writes.replace_table(
         spark, settings, rows, table, "a table", comments, None, {"built_from": "b"}))
     timed(spark, results, "count rows (a data test)", lambda: spark.sql(
-        f"select count(*) from {catalog.qualified(settings, table)} where k = 3").collect())
-    timed(spark, results, "table from table (a model)", lambda: catalog.replace_table(
+        f"select count(*) from {naming.qualified(settings, table)} where k = 3").collect())
+    timed(spark, results, "table from table (a model)", lambda: writes.replace_table(
         spark, settings, spark.sql(f"select k, count(*) as n from "
-                                   f"{catalog.qualified(settings, table)} group by k"),
+                                   f"{naming.qualified(settings, table)} group by k"),
         f"{table}_by_k", "an aggregate", {}, None, {"built_from": "a"}))
 
 

@@ -7,7 +7,7 @@ exist, builds the models with the runner and prints a two-line summary.
 
 from __future__ import annotations
 
-from pipelines import catalog, progress, runner
+from pipelines import naming, progress, registration, runner
 from pipelines.errors import ReelhouseError
 from pipelines.settings import Settings
 
@@ -27,7 +27,7 @@ def ranking_cutoffs(value) -> list[int]:
 
 def is_report(project: runner.Project, name: str) -> bool:
     """A model whose file lives under sql/reports/."""
-    root = project.settings.sql_dir / REPORTS_FOLDER
+    root = project.settings.project_dir / REPORTS_FOLDER
     return project.models[name].path.is_relative_to(root)
 
 
@@ -68,7 +68,7 @@ def evaluate(spark, settings: Settings, cli_vars: dict | None = None,
     project = runner.load_project(settings, cli_vars=cli_vars)
     ranking_cutoffs(project.vars.get("ranking_ks", DEFAULT_RANKING_KS))
     names = report_models(project)
-    catalog.register_warehouse(spark, settings)
+    registration.register_warehouse(spark, settings)
     missing = missing_inputs(spark, project, names)
     if missing:
         raise ReelhouseError(
@@ -84,11 +84,11 @@ def summary(spark, settings: Settings) -> list[str]:
     """The rating model against its best baseline, and the served lists against most-rated on
     the standard protocol (two tiny tables read)."""
     errors = {row.model: row for row in spark.table(
-        catalog.qualified(settings, "model_metrics")).collect()}  # one row per model
+        naming.qualified(settings, "model_metrics")).collect()}  # one row per model
     ranking = spark.sql(f"""
-        select * from {catalog.qualified(settings, 'ranking_metrics')}
+        select * from {naming.qualified(settings, 'ranking_metrics')}
         where relevance = 'any'
-          and k = (select max(k) from {catalog.qualified(settings, 'ranking_metrics')})
+          and k = (select max(k) from {naming.qualified(settings, 'ranking_metrics')})
         """).collect()  # one row per model
     lines = []
     als = errors.get("als")

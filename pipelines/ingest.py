@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipelines import catalog, progress
+from pipelines import naming, progress, registration, writes
 from pipelines.errors import ReelhouseError, spark_message
 from pipelines.settings import Settings, default_jars_dir
 
@@ -164,7 +164,7 @@ def read_lines(spark, path: str, encoding: str, skip_header: bool):
     for block_start, num_lines, first_row_id in blocks:
         offsets.append((block_start, first_row_id, lines_before))
         lines_before += num_lines
-    offsets_df = catalog.literal_rows(
+    offsets_df = naming.literal_rows(
         spark, "block_start bigint, first_row_id bigint, lines_before bigint", offsets)
     if encoding == "UTF-8":
         decoded = F.regexp_replace(F.expr("make_valid_utf8(value)"), "^\ufeff", "")
@@ -212,10 +212,10 @@ def data_files(data_dir: Path, layout: Layout) -> list[tuple[DataFile, Path]]:
 def _previous_files(spark, settings: Settings, data_dir: Path) -> dict[str, tuple]:
     """What the last ingest of this same folder read: {source_file: (size, mtime)}. Empty when
     the warehouse last held another folder, which makes this ingest a full refresh."""
-    if not catalog.table_exists(spark, settings, "ingest_files"):
+    if not registration.table_exists(spark, settings, "ingest_files"):
         return {}
     rows = spark.sql(f"select dataset_dir, source_file, size_bytes, modified_at from "
-                     f"{catalog.qualified(settings, 'ingest_files')}").collect()
+                     f"{naming.qualified(settings, 'ingest_files')}").collect()
     if any(row.dataset_dir != str(data_dir) for row in rows):
         return {}
     return {row.source_file: (row.size_bytes, row.modified_at) for row in rows}
@@ -235,7 +235,7 @@ def ingest_dataset(spark, settings: Settings, data_dir: str | Path) -> dict:
     ingested_at = datetime.now(UTC).replace(tzinfo=None)
     previous = _previous_files(spark, settings, data_dir)
     full_refresh = not previous or not all(
-        catalog.table_exists(spark, settings, t) for t in RAW_TABLES.values())
+        registration.table_exists(spark, settings, t) for t in RAW_TABLES.values())
     progress.say(f"ingesting {data_dir} as {layout.name} (ratings on the {layout.rating_scale} "
                  f"scale){'' if full_refresh else ', new or changed files only'}")
     lines_read = dict.fromkeys(FILE_KINDS, 0)
@@ -270,14 +270,14 @@ def ingest_dataset(spark, settings: Settings, data_dir: str | Path) -> dict:
     if full_refresh and lines_read["ratings"] == 0:
         raise ReelhouseError(f"The ratings file in {data_dir} has no ratings after its header.")
     for kind, (frames, changed) in to_write.items():
-        df = frames[0] if frames else catalog.literal_rows(spark, RAW_SCHEMA, [])
+        df = frames[0] if frames else naming.literal_rows(spark, RAW_SCHEMA, [])
         for frame in frames[1:]:
             df = df.unionByName(frame)
         label = f"raw {kind:<7} <- {', '.join(Path(p).name for p in changed) or '(no file)'}"
         with progress.step(label) as info:
             try:
                 if full_refresh:
-                    catalog.replace_table(spark, settings, df, RAW_TABLES[kind],
+                    writes.replace_table(spark, settings, df, RAW_TABLES[kind],
                                           comment=f"Every line of the {kind} files, as read.")
                 else:
                     _merge_lines(spark, settings, df, RAW_TABLES[kind], changed)
@@ -287,12 +287,12 @@ def ingest_dataset(spark, settings: Settings, data_dir: str | Path) -> dict:
                 raise _unreadable(changed, exc) from exc
             info["result"] = f"{lines_read[kind]:,} lines"
     if file_rows or full_refresh:
-        files_df = catalog.literal_rows(spark, FILES_SCHEMA, file_rows)
+        files_df = naming.literal_rows(spark, FILES_SCHEMA, file_rows)
         comment = "Every file ingested, with its size, time and data line count."
         if full_refresh:
-            catalog.replace_table(spark, settings, files_df, "ingest_files", comment=comment)
+            writes.replace_table(spark, settings, files_df, "ingest_files", comment=comment)
         else:
-            catalog.merge_into(spark, settings, files_df, "ingest_files", ["source_file"])
+            writes.merge_into(spark, settings, files_df, "ingest_files", ["source_file"])
     if not file_rows:
         progress.say("no new or changed files: the raw tables are unchanged")
     return lines_read
@@ -303,10 +303,10 @@ def _merge_lines(spark, settings: Settings, df, table: str, files: list[str]) ->
     lines a changed file no longer has are deleted."""
     source_view = f"__reelhouse_lines_{table}"
     df.createOrReplaceTempView(source_view)
-    listed = ", ".join(catalog.sql_string(f) for f in files)
+    listed = ", ".join(naming.sql_string(f) for f in files)
     try:
         spark.sql(
-            f"merge into {catalog.qualified(settings, table)} as target "
+            f"merge into {naming.qualified(settings, table)} as target "
             f"using {source_view} as source "
             "on target.source_file = source.source_file "
             "and target.line_number = source.line_number "

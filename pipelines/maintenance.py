@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines import catalog, progress
+from pipelines import delta_log, naming, progress, storage
 from pipelines.errors import ReelhouseError
 from pipelines.settings import Settings
 
@@ -10,9 +10,9 @@ DELTA_DEFAULT_RETENTION_HOURS = 168.0
 
 
 def _existing(spark, settings: Settings, table: str) -> str:
-    name = catalog.qualified(settings, table)  # rejects anything but a plain identifier
-    if catalog.current_version(spark, settings, table) is None:
-        known = ", ".join(catalog.list_tables_on_storage(spark, settings)) or "none yet"
+    name = naming.qualified(settings, table)  # rejects anything but a plain identifier
+    if delta_log.current_version(spark, settings, table) is None:
+        known = ", ".join(storage.list_tables_on_storage(spark, settings)) or "none yet"
         raise ReelhouseError(f"{name} is not a Delta table in this warehouse (tables: {known}).")
     return name
 
@@ -25,7 +25,7 @@ def history(spark, settings: Settings, table: str, limit: int = 20):
 
 def restore_version(spark, settings: Settings, table: str, version: int) -> None:
     name = _existing(spark, settings, table)
-    latest = catalog.current_version(spark, settings, table)
+    latest = delta_log.current_version(spark, settings, table)
     if not 0 <= version <= latest:
         raise ReelhouseError(f"{name} has versions 0 to {latest}; {version} is not one of them.")
     try:
@@ -46,8 +46,8 @@ def maintain(spark, settings: Settings, retain_hours: float = DELTA_DEFAULT_RETE
             "if you mean it.")
     if unsafe_retention:
         spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
-    for table in catalog.list_tables_on_storage(spark, settings):
-        name = catalog.qualified(settings, table)
+    for table in storage.list_tables_on_storage(spark, settings):
+        name = naming.qualified(settings, table)
         with progress.step(f"maintain {name}") as info:
             optimized = spark.sql(f"optimize {name}").first()
             spark.sql(f"vacuum {name} retain {float(retain_hours)} hours")

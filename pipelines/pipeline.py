@@ -14,7 +14,19 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipelines import catalog, evaluate, ingest, progress, report, runner, train
+from pipelines import (
+    delta_log,
+    evaluate,
+    ingest,
+    naming,
+    progress,
+    registration,
+    report,
+    runner,
+    storage,
+    train,
+    writes,
+)
 from pipelines.errors import ReelhouseError
 from pipelines.settings import STEPS, Settings
 
@@ -32,17 +44,17 @@ def new_run_id() -> str:
 @contextmanager
 def all_or_nothing(spark, settings: Settings):
     """Remember every table's version; on failure restore them all and drop new ones."""
-    before = {table: catalog.current_version(spark, settings, table)
-              for table in catalog.list_tables_on_storage(spark, settings)}
-    views_before = catalog.stored_views(spark, settings)
+    before = {table: delta_log.current_version(spark, settings, table)
+              for table in storage.list_tables_on_storage(spark, settings)}
+    views_before = registration.stored_views(spark, settings)
     try:
         yield
     except BaseException:
         progress.say("the run failed: putting every table back to its version before the run")
-        catalog.put_back_views(spark, settings, views_before)
-        catalog.register_warehouse(spark, settings)
-        failures = catalog.restore_all(spark, settings, {
-            table: before.get(table) for table in catalog.list_tables_on_storage(spark, settings)
+        registration.put_back_views(spark, settings, views_before)
+        registration.register_warehouse(spark, settings)
+        failures = writes.restore_all(spark, settings, {
+            table: before.get(table) for table in storage.list_tables_on_storage(spark, settings)
             if table != "pipeline_runs"})
         for table, error in failures.items():  # the others are restored: say what failed
             progress.say(f"could not restore {table}: {error}")
@@ -64,8 +76,8 @@ def record_run(spark, settings: Settings, row: dict) -> None:
     """One row per run in pipeline_runs, written whatever the outcome. The run id is the
     write's id: a run killed after recording itself but before releasing the lock is then not
     recorded a second time, as killed, by the run that takes the lock over."""
-    df = catalog.literal_rows(spark, RUNS_SCHEMA, [row])
-    catalog.append_once(spark, settings, df, "pipeline_runs", write_id=row["run_id"],
+    df = naming.literal_rows(spark, RUNS_SCHEMA, [row])
+    writes.append_once(spark, settings, df, "pipeline_runs", write_id=row["run_id"],
                         comment="Every pipeline run: when, how it ended, time and rows per step.")
 
 
@@ -195,12 +207,12 @@ def write_summary(spark, settings: Settings, row: dict, path: Path) -> None:
     and fit time, as one JSON document for schedulers and the bench."""
     summary = {key: value.isoformat() if isinstance(value, datetime) else value
                for key, value in row.items()}
-    summary["table_rows"] = {table: catalog.rows_in_last_commit(spark, settings, table)
-                             for table in catalog.list_tables_on_storage(spark, settings)}
-    if catalog.table_exists(spark, settings, "model_runs"):
+    summary["table_rows"] = {table: delta_log.rows_in_last_commit(spark, settings, table)
+                             for table in storage.list_tables_on_storage(spark, settings)}
+    if registration.table_exists(spark, settings, "model_runs"):
         latest = spark.sql(f"""
             select run_id, rmse, mae, fit_seconds, train_rows, test_rows, recommended_users
-            from {catalog.qualified(settings, 'model_runs')}
+            from {naming.qualified(settings, 'model_runs')}
             order by started_at desc limit 1""").first()  # one row
         summary["model"] = latest.asDict() if latest else None
     path.parent.mkdir(parents=True, exist_ok=True)

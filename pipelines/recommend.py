@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines import catalog, progress, train
+from pipelines import naming, progress, registration, train
 from pipelines.errors import ReelhouseError
 from pipelines.settings import Settings
 
@@ -27,7 +27,7 @@ MAX_FILE_RATINGS = 10_000
 
 
 def _latest_run(spark, settings: Settings):
-    catalog.register_warehouse(spark, settings)
+    registration.register_warehouse(spark, settings)
     run = train.latest_run(spark, settings)
     if run is None:
         raise ReelhouseError("No model has been trained yet: run `reelhouse train` (or "
@@ -50,7 +50,7 @@ def _check_top_n(top_n) -> int:
 
 
 def _with_titles(spark, settings: Settings, df):
-    movies = spark.table(catalog.qualified(settings, "movies")) \
+    movies = spark.table(naming.qualified(settings, "movies")) \
         .select("movie_id", "title", "year", "genres")
     return df.join(movies, "movie_id", "left")
 
@@ -71,12 +71,12 @@ def for_user(spark, settings: Settings, user_id: int, top_n: int | None = None):
     # replaced the table since, with a run not finished.
     recommendations = spark.sql(f"""
         select rank, movie_id, score, source
-        from {catalog.qualified(settings, 'recommendations')}
+        from {naming.qualified(settings, 'recommendations')}
         version as of {int(run.output_versions['recommendations'])}
         where user_id = {int(user_id)} and rank <= {int(top_n)}""")
     result = _with_titles(spark, settings, recommendations).orderBy("rank")
     if result.isEmpty():
-        known = spark.sql(f"select 1 from {catalog.qualified(settings, 'ratings')} "
+        known = spark.sql(f"select 1 from {naming.qualified(settings, 'ratings')} "
                           f"where user_id = {int(user_id)} limit 1").first()
         if known is None:
             raise ReelhouseError(f"User {user_id} is not in movielens.ratings: pick a user id "
@@ -203,12 +203,12 @@ def fold_in(spark, settings: Settings, ratings: list[tuple[int, float]], top_n: 
         if not low <= rating <= high:
             raise ReelhouseError(f"Movie {movie_id} is rated {rating:g}, outside this dataset's "
                                  f"scale {low:g}-{high:g}.")
-    movies = spark.table(catalog.qualified(settings, "movies")).select("movie_id")
+    movies = spark.table(naming.qualified(settings, "movies")).select("movie_id")
     movie_factors = spark.sql(
         f"select id, factors, bias, num_ratings "
-        f"from {catalog.qualified(settings, 'movie_factors')} "
+        f"from {naming.qualified(settings, 'movie_factors')} "
         f"version as of {int(run.output_versions['movie_factors'])}")
-    given = catalog.literal_rows(spark, [("movie_id", "int"), ("rating", "double")], ratings)
+    given = naming.literal_rows(spark, [("movie_id", "int"), ("rating", "double")], ratings)
     if params["implicit"]:  # what the list model learnt from a rating, as in training
         value = train.implicit_value_sql(train.TrainParams(**params))
         given = given.selectExpr("movie_id", f"cast({value} as double) as rating")
@@ -242,7 +242,7 @@ def fold_in(spark, settings: Settings, ratings: list[tuple[int, float]], top_n: 
                               / (len(r) + params["user_bias_damping"]))
         p = solve_user(q, r - mean - movie_bias - user_bias, params["reg_param"],
                        params["nonnegative"])
-    vector = catalog.literal_rows(spark, [("user_factors", "array<double>")],
+    vector = naming.literal_rows(spark, [("user_factors", "array<double>")],
                                   [([float(x) for x in p],)])
     dot = ("aggregate(zip_with(user_factors, factors, (u, m) -> u * m), cast(0 as double), "
            "(total, x) -> total + x)")

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
-from pipelines import catalog, evaluate, progress
+from pipelines import delta_log, evaluate, naming, progress, registration
 from pipelines.settings import Settings
 
 REPORT_FILE = "report.html"
@@ -61,12 +61,12 @@ def _query(spark, sql: str) -> list[dict]:
 def gather(spark, settings: Settings) -> dict:
     """Everything the report shows, as lists of plain dicts; None for a table not built yet.
     Each query returns at most a few hundred rows whatever the size of the warehouse."""
-    catalog.register_warehouse(spark, settings)
+    registration.register_warehouse(spark, settings)
 
     def table(name: str) -> str | None:
         assert name in REPORT_TABLES, f"{name} must be in REPORT_TABLES (what the report reads)"
-        return catalog.qualified(settings, name) \
-            if catalog.table_exists(spark, settings, name) else None
+        return naming.qualified(settings, name) \
+            if registration.table_exists(spark, settings, name) else None
 
     def rows(name: str, sql: str) -> list[dict] | None:
         qualified = table(name)
@@ -776,7 +776,7 @@ def report_inputs(spark, settings: Settings) -> dict:
     """The warehouse and the Delta version of every table the report reads (from the Delta
     logs: no Spark job)."""
     return {"warehouse": settings.warehouse,
-            "versions": {table: catalog.current_version(spark, settings, table)
+            "versions": {table: delta_log.current_version(spark, settings, table)
                          for table in REPORT_TABLES}}
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import jinja2
 import yaml
 
-from pipelines import catalog, progress
+from pipelines import delta_log, naming, progress, registration, writes
 from pipelines.errors import ReelhouseError, spark_message
 from pipelines.settings import Settings
 
@@ -58,7 +58,7 @@ class SqlValue:
             return repr(value)
         if value is None:
             return "null"
-        return catalog.sql_string(str(value))
+        return naming.sql_string(str(value))
 
     def __eq__(self, other):
         return self.value == (other.value if isinstance(other, SqlValue) else other)
@@ -98,7 +98,7 @@ def parse_vars(pairs: list[str] | None) -> dict:
         key, sep, value = pair.partition("=")
         if not sep:
             raise ReelhouseError(f"--var takes name=value, got {pair!r}.")
-        result[catalog.check_identifier(key.strip(), "var name")] = parse_var(value)
+        result[naming.check_identifier(key.strip(), "var name")] = parse_var(value)
     return result
 
 
@@ -228,8 +228,8 @@ def _read_yaml_docs(folder: Path, default_schema: str) -> tuple[dict, dict, dict
             for table in source.get("tables", []):
                 identifier = table.get("identifier", table["name"])
                 sources[(source["name"], table["name"])] = (
-                    f"{catalog.check_identifier(schema, 'schema')}."
-                    f"{catalog.check_identifier(identifier)}")
+                    f"{naming.check_identifier(schema, 'schema')}."
+                    f"{naming.check_identifier(identifier)}")
         project_vars.update(content.get("vars", {}) or {})
     return docs, sources, project_vars
 
@@ -240,7 +240,7 @@ def load_project(settings: Settings, folders: tuple[str, ...] = ("models", "repo
     models: dict[str, Model] = {}
     docs, sources, project_vars = {}, {}, {}
     for folder in folders:
-        root = settings.sql_dir / folder
+        root = settings.project_dir / folder
         if not root.exists():
             continue
         folder_docs, folder_sources, folder_vars = _read_yaml_docs(root, settings.schema)
@@ -249,7 +249,7 @@ def load_project(settings: Settings, folders: tuple[str, ...] = ("models", "repo
         project_vars.update(folder_vars)
         for path in sorted(root.rglob("*.sql")):
             name = path.stem
-            if not catalog.IDENTIFIER.match(name):
+            if not naming.IDENTIFIER.match(name):
                 raise ReelhouseError(
                     f"Model file {path} is not named as a plain identifier: rename it to "
                     "letters, digits and underscores (the file name is the table name).")
@@ -257,7 +257,8 @@ def load_project(settings: Settings, folders: tuple[str, ...] = ("models", "repo
                 raise ReelhouseError(
                     f"Two models are named {name}: {models[name].path} and {path}.")
             models[name] = Model(name=name, path=path, raw_sql=path.read_text())
-    macros = "\n".join(p.read_text() for p in sorted((settings.sql_dir / "macros").glob("*.sql")))
+    macros = "\n".join(p.read_text()
+                       for p in sorted((settings.project_dir / "macros").glob("*.sql")))
     project = Project(settings, models, sources, macros, {**project_vars, **(cli_vars or {})})
     for model in models.values():
         model.doc = docs.get(model.name, {})
@@ -317,7 +318,7 @@ def _render(project: Project, model: Model, parse_only: bool = False,
         refs.append(name)
         if not parse_only and name not in project.models:
             raise ReelhouseError(f"{model.name} refers to unknown model {name}.")
-        return f"{schema}.{catalog.check_identifier(name, 'model name')}"
+        return f"{schema}.{naming.check_identifier(name, 'model name')}"
 
     def source(source_name: str, table: str) -> str:
         key = (source_name, table)
@@ -384,7 +385,7 @@ def _literal(value) -> str:
 def _test_target(project: Project, to: str) -> str:
     match = re.fullmatch(r"\s*ref\(\s*['\"](\w+)['\"]\s*\)\s*", to)
     if match:
-        return f"{project.settings.schema}.{catalog.check_identifier(match.group(1))}"
+        return f"{project.settings.schema}.{naming.check_identifier(match.group(1))}"
     match = re.fullmatch(r"\s*source\(\s*['\"](\w+)['\"]\s*,\s*['\"](\w+)['\"]\s*\)\s*", to)
     if match and (match.group(1), match.group(2)) in project.sources:
         return project.sources[(match.group(1), match.group(2))]
@@ -400,11 +401,11 @@ def _one_test(project: Project, table: str, column: str | None, spec,
     kind, args = (spec, {}) if isinstance(spec, str) else next(iter(spec.items()))
     args = dict(args or {})
     severity = args.pop("severity", "error")
-    col = catalog.check_identifier(column, "column name") if column else None
+    col = naming.check_identifier(column, "column name") if column else None
     if kind == "not_null":
         sql = f"select * from {table} where {col} is null"
     elif kind == "unique":
-        columns = [catalog.check_identifier(c, "column name")
+        columns = [naming.check_identifier(c, "column name")
                    for c in args.get("columns", [col])]
         keys = ", ".join(columns)
         sql = (f"select {keys}, count(*) as num_rows from {table} "
@@ -423,7 +424,7 @@ def _one_test(project: Project, table: str, column: str | None, spec,
         sql = f"select * from {table} where " + " or ".join(checks)
     elif kind == "relationships":
         parent = _test_target(project, args["to"])
-        field_ = catalog.check_identifier(args["field"], "column name")
+        field_ = naming.check_identifier(args["field"], "column name")
         sql = (f"select child.* from {table} as child left anti join {parent} as parent "
                f"on child.{col} = parent.{field_} where child.{col} is not null")
     elif kind == "expression_is_true":
@@ -522,8 +523,8 @@ def input_version(spark, settings: Settings, qualified_name: str) -> int | None:
     (no Spark job), through the catalog for any other."""
     schema, _, table = qualified_name.partition(".")
     if schema == settings.schema:
-        return catalog.current_version(spark, settings, table)
-    return catalog.version_of(spark, qualified_name)
+        return delta_log.current_version(spark, settings, table)
+    return delta_log.version_of(spark, qualified_name)
 
 
 def fingerprint(spark, project: Project, model: Model, sql: str) -> str:
@@ -538,7 +539,7 @@ def fingerprint(spark, project: Project, model: Model, sql: str) -> str:
         "inputs": inputs,
         # A changed test or threshold must run again; a changed function can change the rows.
         "tests": [test.sql for test in data_tests(project, model)],
-        "functions": catalog.udf_statements(project.settings),
+        "functions": registration.udf_statements(project.settings),
     }, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
@@ -585,7 +586,7 @@ def build(spark, project: Project, selectors: list[str] | None = None,
                     break
                 pending.remove(name)
                 if project.models[name].materialized != "view":
-                    before[name] = catalog.current_version(spark, settings, name)
+                    before[name] = delta_log.current_version(spark, settings, name)
                 running[pool.submit(_build_one, spark, project, name, force)] = name
             if not running:
                 break
@@ -608,7 +609,7 @@ def build(spark, project: Project, selectors: list[str] | None = None,
             raise failure
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
-        for name, error in catalog.restore_all(spark, settings, before).items():
+        for name, error in writes.restore_all(spark, settings, before).items():
             progress.say(f"could not restore {name} to version {before[name]}: {error}")
         raise
     pool.shutdown(wait=True)
@@ -631,12 +632,12 @@ def _build_one(spark, project: Project, name: str, force: bool) -> str | None:
         raise
     except Exception as exc:  # Spark's analysis or runtime error: one line says it
         raise ReelhouseError(
-            f"Model {name} ({model.path.relative_to(settings.sql_dir.parent)}) failed: "
+            f"Model {name} ({model.path.relative_to(settings.project_dir.parent)}) failed: "
             f"{spark_message(exc)}") from exc
     finally:
         spark.sparkContext.setJobDescription(None)
         spark.sparkContext.setLocalProperty("spark.scheduler.pool", None)
-    rows = catalog.rows_in_last_commit(spark, settings, name)
+    rows = delta_log.rows_in_last_commit(spark, settings, name)
     rows = f", {rows:,} rows" if rows is not None and model.materialized != "view" else ""
     return f"ok ({time.monotonic() - started:.1f}s{rows})"
 
@@ -656,18 +657,18 @@ def _materialise(spark, project: Project, model: Model, force: bool = False) -> 
         built_from = fingerprint(spark, project, model, sql)
         # A view tested on the same SQL over the same table versions needs no second test
         # (at 10M ratings the staging views' tests parse every raw line again).
-        if (not force and catalog.view_fingerprint(spark, settings, model.name) == built_from
-                and catalog.table_exists(spark, settings, model.name)):
+        if (not force and registration.view_fingerprint(spark, settings, model.name) == built_from
+                and registration.table_exists(spark, settings, model.name)):
             return False
-        catalog.create_view(spark, settings, model.name, sql, model.description)
+        writes.create_view(spark, settings, model.name, sql, model.description)
         _check(settings, model, run_tests(spark, project, model), written=True)
-        catalog.set_view_fingerprint(spark, settings, model.name, built_from)
+        registration.set_view_fingerprint(spark, settings, model.name, built_from)
         return True
-    exists = catalog.table_exists(spark, settings, model.name)
+    exists = registration.table_exists(spark, settings, model.name)
     incremental = model.materialized == "incremental" and exists
     sql = _render(project, model, incremental=incremental)
     built_from = fingerprint(spark, project, model, _render(project, model))
-    last_built_from = catalog.table_property(spark, settings, model.name, FINGERPRINT)
+    last_built_from = delta_log.table_property(spark, settings, model.name, FINGERPRINT)
     if exists and not force and last_built_from == built_from:
         return False
     by_source = model.config.get("not_matched_by_source_action")
@@ -714,18 +715,18 @@ def _write(spark, project: Project, model: Model, df, incremental: bool, by_sour
     if incremental:
         keys = model.config["unique_key"]
         keys = [keys] if isinstance(keys, str) else list(keys)
-        catalog.merge_into(spark, settings, df, model.name, keys, only_changed=True,
+        writes.merge_into(spark, settings, df, model.name, keys, only_changed=True,
                            delete_missing=by_source == "delete")
         # After the MERGE (a MERGE cannot set them in its commit; if this step is lost, the
         # next build merges again, which changes no row).
-        catalog.update_metadata(
+        writes.update_metadata(
             spark, settings, model.name, model.description, column_comments,
             {FINGERPRINT: built_from} if last_built_from != built_from else None)
     else:
         partition_by = model.config.get("partition_by")
         partition_by = [partition_by] if isinstance(partition_by, str) else partition_by
         properties = {**model.config.get("tblproperties", {}), FINGERPRINT: built_from}
-        catalog.replace_table(spark, settings, df, model.name, model.description,
+        writes.replace_table(spark, settings, df, model.name, model.description,
                               column_comments, partition_by, properties)
 
 

@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from pipelines import catalog, jvm, progress
+from pipelines import jvm, naming, progress, registration, storage
 from pipelines.errors import ReelhouseError
 from pipelines.settings import Settings
 
@@ -48,11 +48,11 @@ def _keep_catalog_fresh(spark, settings: Settings, stop: threading.Event, second
     last_full = time.monotonic()
     while not stop.wait(seconds):
         try:
-            listing = catalog.storage_listing(spark, settings)
+            listing = storage.storage_listing(spark, settings)
             if listing == registered_from and time.monotonic() - last_full < FULL_REFRESH_SECONDS:
                 continue
             last_full = time.monotonic()
-            tables = catalog.register_warehouse(spark, settings)
+            tables = registration.register_warehouse(spark, settings)
             # A folder that is not a table yet (its first commit has not landed): look again.
             registered_from = listing if listing[0] == set(tables) else None
         except Exception as exc:  # storage hiccup: say so, keep serving, try again next tick
@@ -149,9 +149,9 @@ def _local_listing(settings: Settings) -> tuple[list[str], dict[str, str]]:
     """Tables and views of a warehouse on the local disk, read without starting Spark."""
     root = Path(settings.warehouse.removeprefix("file:")) / settings.schema
     tables = sorted(p.name for p in root.glob("*") if any((p / "_delta_log").glob("0*"))
-                    and catalog.IDENTIFIER.match(p.name)) if root.is_dir() else []
+                    and naming.IDENTIFIER.match(p.name)) if root.is_dir() else []
     views = {p.stem: p.read_text() for p in sorted((root / "_views").glob("*.sql"))
-             if catalog.IDENTIFIER.match(p.stem)}
+             if naming.IDENTIFIER.match(p.stem)}
     return tables, views
 
 
@@ -165,11 +165,11 @@ def spark_sql_command(settings: Settings, user_args: list[str], init_file: Path)
         from pipelines.session import create_spark
 
         spark = create_spark(settings, register=False)
-        tables = catalog.list_tables_on_storage(spark, settings)
-        views = catalog.stored_views(spark, settings)
+        tables = storage.list_tables_on_storage(spark, settings)
+        views = registration.stored_views(spark, settings)
         spark.stop()
     init_file.parent.mkdir(parents=True, exist_ok=True)
-    init_file.write_text(catalog.registration_script(settings, tables, views)
+    init_file.write_text(registration.registration_script(settings, tables, views)
                          + f"use {settings.schema};\n")
     conf = spark_config(settings, jvm.ensure_delta_jars(settings.jars_dir, quiet=True))
     command = [str(spark_home() / "bin" / "spark-sql"), "--master", conf.pop("spark.master")]

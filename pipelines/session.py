@@ -1,7 +1,8 @@
 """The one Spark session factory: every command, test and server goes through `spark_config`.
 
 Catalog design: Spark's in-memory catalog, filled at every start from the warehouse itself
-(`catalog.register_warehouse`). Each table is a Delta table at <warehouse>/movielens/<name>, and
+(`registration.register_warehouse`). Each table is a Delta table at
+<warehouse>/movielens/<name>, and
 its `_delta_log` is the source of truth, so any number of processes (pipeline runs, `spark-sql`,
 the Thrift server) can see the same tables by name with no shared metastore to lock: embedded
 Derby admits one JVM, and a metastore database would be one more service to run and keep in
@@ -129,8 +130,8 @@ def create_spark(settings: Settings, app_name: str = "reelhouse", register: bool
     quiet_pyspark_error_logs()
     spark.sparkContext.setCheckpointDir(settings.checkpoint_location)
     if register:
-        from pipelines import catalog
+        from pipelines import registration
 
-        catalog.register_udfs(spark, settings)  # first: views may call the functions
-        catalog.register_warehouse(spark, settings)
+        registration.register_udfs(spark, settings)  # first: views may call the functions
+        registration.register_warehouse(spark, settings)
     return spark

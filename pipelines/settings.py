@@ -9,7 +9,8 @@ from pathlib import Path
 
 from pipelines.errors import ReelhouseError
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+# The source checkout (bench and tests run from it); not needed by an installed reelhouse.
+CHECKOUT_DIR = Path(__file__).resolve().parent.parent
 SCHEMA = "movielens"
 STEPS = ("ingest", "build", "train", "evaluate", "report")  # what `reelhouse run` does
 _URI_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -27,6 +28,17 @@ def normalise_warehouse(path: str) -> str:
     return str(Path(path).expanduser().resolve())
 
 
+def default_project_dir() -> Path:
+    """The SQL project (reelhouse_project.yml, models/, macros/, tests/, udfs/): the one named by
+    REELHOUSE_PROJECT_DIR, else the copy installed with the package (a wheel puts sql/ at
+    pipelines/project, see pyproject.toml), else the checkout's sql/ (an editable install)."""
+    named = os.environ.get("REELHOUSE_PROJECT_DIR")
+    if named:
+        return Path(named).expanduser().resolve()
+    installed = Path(__file__).resolve().parent / "project"
+    return installed if installed.is_dir() else CHECKOUT_DIR / "sql"
+
+
 def default_jars_dir() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(os.environ.get("REELHOUSE_JARS_DIR") or Path(cache) / "reelhouse" / "jars")
@@ -42,12 +54,15 @@ class Settings:
     # Extra Spark settings, e.g. from `--conf key=value`; they win over ours.
     spark_conf: tuple[tuple[str, str], ...] = ()
     jars_dir: Path = field(default_factory=default_jars_dir)
-    sql_dir: Path = PROJECT_DIR / "sql"
-    udfs_dir: Path = PROJECT_DIR / "udfs"
+    project_dir: Path = field(default_factory=default_project_dir)
     target_dir: Path = field(default_factory=lambda: Path("target").resolve())
     schema: str = SCHEMA
     # Models whose inputs are ready build side by side, up to this many at once (dbt's threads).
     threads: int = field(default_factory=lambda: int(os.environ.get("REELHOUSE_THREADS", "4")))
+
+    @property
+    def udfs_dir(self) -> Path:
+        return self.project_dir / "udfs"
 
     @property
     def is_local(self) -> bool:

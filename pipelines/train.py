@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
-from pipelines import catalog, progress
+from pipelines import delta_log, naming, progress, registration, storage, writes
 from pipelines.errors import ReelhouseError
 from pipelines.settings import Settings
 
@@ -170,16 +170,16 @@ def input_versions(spark, settings: Settings) -> dict[str, int]:
     training reads exactly these versions."""
     versions = {}
     for table in INPUT_TABLES:
-        version = catalog.current_version(spark, settings, table)
+        version = delta_log.current_version(spark, settings, table)
         if version is None:
-            raise ReelhouseError(f"{catalog.qualified(settings, table)} does not exist: run "
+            raise ReelhouseError(f"{naming.qualified(settings, table)} does not exist: run "
                                  "`reelhouse run` (or `reelhouse build`) before training.")
         versions[table] = version
     return versions
 
 
 def _read(spark, settings: Settings, table: str, versions: dict[str, int]):
-    return spark.sql(f"select * from {catalog.qualified(settings, table)} "
+    return spark.sql(f"select * from {naming.qualified(settings, table)} "
                      f"version as of {int(versions[table])}")
 
 
@@ -274,7 +274,7 @@ def factor_table(factors, biases, train_rows, run_id: str, key: str):
         df = df.selectExpr("*", "cast(0.0 as double) as bias")
     else:
         df = df.join(biases.withColumnRenamed(key, "id"), "id", "left")
-    return df.selectExpr(f"{catalog.sql_string(run_id)} as run_id", "id", "factors",
+    return df.selectExpr(f"{naming.sql_string(run_id)} as run_id", "id", "factors",
                          "coalesce(bias, 0.0) as bias", "coalesce(num_ratings, 0) as num_ratings")
 
 
@@ -287,8 +287,8 @@ def score_pairs(pairs, user_factors, movie_factors, global_mean: float,
 
     low, high = scale if scale is not None else (None, None)
     estimate = (f"movielens.rating_estimate({global_mean!r}, users.bias, movies.bias, "
-                f"users.factors, movies.factors, {catalog.sql_literal(low)}, "
-                f"{catalog.sql_literal(high)})")
+                f"users.factors, movies.factors, {naming.sql_literal(low)}, "
+                f"{naming.sql_literal(high)})")
     return (pairs.alias("pairs")
             .join(user_factors.alias("users"), expr("pairs.user_id = users.id"))
             .join(movie_factors.alias("movies"), expr("pairs.movie_id = movies.id"))
@@ -461,9 +461,9 @@ RUN_DOCS = {
 
 def latest_run(spark, settings: Settings):
     """The newest model_runs row, or None before the first run."""
-    if catalog.current_version(spark, settings, RUNS_TABLE) is None:
+    if delta_log.current_version(spark, settings, RUNS_TABLE) is None:
         return None
-    return (spark.table(catalog.qualified(settings, RUNS_TABLE))
+    return (spark.table(naming.qualified(settings, RUNS_TABLE))
             .orderBy("finished_at", "run_id", ascending=False).first())
 
 
@@ -472,10 +472,10 @@ def recover_interrupted(spark, settings: Settings) -> dict[str, int | None]:
     by a run that never finished (killed before it could restore it): put it back to the
     version the latest model_runs row names (or drop it if no run ever finished). Returns
     each output table's version afterwards (None: absent)."""
-    catalog.register_warehouse(spark, settings)
+    registration.register_warehouse(spark, settings)
     last = latest_run(spark, settings)
     expected = dict(last.output_versions or {}) if last is not None else {}
-    versions = {table: catalog.current_version(spark, settings, table) for table in OUTPUT_TABLES}
+    versions = {table: delta_log.current_version(spark, settings, table) for table in OUTPUT_TABLES}
     moved = [table for table, version in versions.items()
              if version is not None and version != expected.get(table)]
     fixed = moved
@@ -483,11 +483,11 @@ def recover_interrupted(spark, settings: Settings) -> dict[str, int | None]:
         with ThreadPoolExecutor(max_workers=len(moved)) as pool:  # one-row reads, overlapped
             writers = list(pool.map(lambda t: _written_by(spark, settings, t), moved))
         fixed = [t for t, writer in zip(moved, writers, strict=True) if writer != last.run_id]
-    failures = catalog.restore_all(spark, settings, {t: expected.get(t) for t in fixed})
+    failures = writes.restore_all(spark, settings, {t: expected.get(t) for t in fixed})
     if failures:
         raise ReelhouseError("Could not put back the output tables of an unfinished train: " +
                              "; ".join(f"{t}: {e}" for t, e in failures.items()))
-    versions.update({table: catalog.current_version(spark, settings, table) for table in fixed})
+    versions.update({table: delta_log.current_version(spark, settings, table) for table in fixed})
     if fixed:
         progress.say(f"an earlier train did not finish: put {', '.join(fixed)} back as the "
                      f"last finished run ({last.run_id if last else 'none'}) left them")
@@ -497,17 +497,17 @@ def recover_interrupted(spark, settings: Settings) -> dict[str, int | None]:
 def _written_by(spark, settings: Settings, table: str) -> str | None:
     """The run whose rows a table holds (one row read; None when it is empty). A restored
     table has a new Delta version but the old run's rows, so the run_id is what tells."""
-    row = spark.sql(f"select run_id from {catalog.qualified(settings, table)} limit 1").first()
+    row = spark.sql(f"select run_id from {naming.qualified(settings, table)} limit 1").first()
     return row.run_id if row is not None else None
 
 
 def _rollback(spark, settings: Settings, before: dict[str, int | None], model_path: str):
     progress.say("train failed: putting the output tables back to their versions before it")
-    for table, error in catalog.restore_all(spark, settings, before).items():
+    for table, error in writes.restore_all(spark, settings, before).items():
         # the others are restored; the next train repairs this one (recover_interrupted)
         progress.say(f"could not restore {table} to version {before[table]}: {error}")
     try:
-        catalog.delete_path(spark, model_path)
+        storage.delete_path(spark, model_path)
     except Exception as exc:  # a leftover model folder is harmless; say so
         progress.say(f"could not delete {model_path}: {exc}")
 
@@ -522,7 +522,7 @@ def run_checkpoints(spark, settings: Settings, run_id: str):
         yield
     finally:
         try:
-            catalog.delete_path(spark, folder)
+            storage.delete_path(spark, folder)
         except Exception as exc:  # leftover checkpoints waste space but harm nothing
             progress.say(f"could not delete the checkpoints in {folder}: {exc}")
 
@@ -533,15 +533,15 @@ def new_run_id(now: datetime) -> str:
 
 def _publish(spark, settings: Settings, df, table: str, comment: str) -> int:
     """Replace an output table in one Delta commit; returns the version written."""
-    spark.sparkContext.setJobDescription(f"write {catalog.qualified(settings, table)}")
+    spark.sparkContext.setJobDescription(f"write {naming.qualified(settings, table)}")
     try:
-        with progress.step(f"write {catalog.qualified(settings, table)}") as step:
-            catalog.replace_table(spark, settings, df, table, comment)
-            rows = catalog.rows_in_last_commit(spark, settings, table)
+        with progress.step(f"write {naming.qualified(settings, table)}") as step:
+            writes.replace_table(spark, settings, df, table, comment)
+            rows = delta_log.rows_in_last_commit(spark, settings, table)
             step["result"] = f"{rows:,} rows" if rows is not None else ""
     finally:
         spark.sparkContext.setJobDescription(None)
-    return catalog.current_version(spark, settings, table)
+    return delta_log.current_version(spark, settings, table)
 
 
 DEFAULT_LIST_CHOICE = ("the default, chosen by validation NDCG@10 on ml-latest-small (README, "
@@ -561,7 +561,7 @@ def train(spark, settings: Settings, params: TrainParams | None = None,
         raise ReelhouseError("The rating model is explicit (it predicts ratings): give implicit "
                              "settings to the list model (--list-model implicit).")
     list_params = (list_params or list_model_params(params)).validated()
-    catalog.register_warehouse(spark, settings)  # the inputs are read by name
+    registration.register_warehouse(spark, settings)  # the inputs are read by name
     versions = input_versions(spark, settings)
     before = recover_interrupted(spark, settings)
     started_at = datetime.now(UTC)
@@ -660,7 +660,7 @@ def _train_and_publish(spark, settings: Settings, params: TrainParams,
                             "rating model on train", cached)
     predictions = score_pairs(test_rows, ratings_fit.user_factors, ratings_fit.movie_factors,
                               ratings_fit.base.global_mean, scale).selectExpr(
-        f"{catalog.sql_string(run_id)} as run_id", "user_id", "movie_id", "rating",
+        f"{naming.sql_string(run_id)} as run_id", "user_id", "movie_id", "rating",
         "prediction").cache()
     cached.append(predictions)
     lists_fit = (ratings_fit if list_params == params else
@@ -683,7 +683,7 @@ def _train_and_publish(spark, settings: Settings, params: TrainParams,
 
     def candidate_lists():  # the rating model's lists, when another model serves
         if lists_fit is ratings_fit:
-            return catalog.literal_rows(spark, LIST_COLUMNS, [])
+            return naming.literal_rows(spark, LIST_COLUMNS, [])
         return lists(ratings_fit, train_rows, evaluated_users)
 
     outputs_to_write = {  # table: (rows, comment); rows may be a function computing them
@@ -710,7 +710,7 @@ def _train_and_publish(spark, settings: Settings, params: TrainParams,
         "similar_movies": (lambda: similar_movies(
             spark, serving_fit.movie_factors, list_params.rank, list_params.top_n,
             list_params.min_movie_ratings)
-            .selectExpr(f"{catalog.sql_string(run_id)} as run_id", "*"),
+            .selectExpr(f"{naming.sql_string(run_id)} as run_id", "*"),
             "Top N movies by cosine similarity of the serving model's factors (latest run)."),
     }
 
@@ -739,7 +739,7 @@ def _train_and_publish(spark, settings: Settings, params: TrainParams,
            serving_fit.base.global_mean, serving_fit.rows, serving_fit.seconds, list_choice)
     # Last: a run is finished once this row is written, and not before (an append: a third
     # of a MERGE's time, and a new run_id cannot match a row anyway).
-    catalog.append_once(spark, settings, catalog.literal_rows(spark, RUN_COLUMNS, [row]),
+    writes.append_once(spark, settings, naming.literal_rows(spark, RUN_COLUMNS, [row]),
                         RUNS_TABLE, run_id, "One row per finished training run.", RUN_DOCS)
     return metrics, num_test, num_users
 
@@ -775,7 +775,7 @@ def top_lists(spark, fit: Fit, rated_rows, users, scale, run_id: str):
     cold = most_rated_for(cold_users, rated_rows, params.top_n) \
         .selectExpr("*", "'most_rated' as source")
     return warm.unionByName(cold).selectExpr(
-        f"{catalog.sql_string(run_id)} as run_id", f"'{name}' as model", "user_id", "rank",
+        f"{naming.sql_string(run_id)} as run_id", f"'{name}' as model", "user_id", "rank",
         "movie_id", "score", "source")
 
 
@@ -900,7 +900,7 @@ def ranking_trials(spark, settings: Settings, tune_id: str, fit_rows, validation
                             own)
             # one run (the tune) whose models are the trials: the baselines are made once
             lists = top_lists(spark, fit, fit_rows, users, scale, trial_id).selectExpr(
-                f"{catalog.sql_string(tune_id)} as run_id", "run_id as model", "user_id",
+                f"{naming.sql_string(tune_id)} as run_id", "run_id as model", "user_id",
                 "rank", "movie_id", "score", "false as served"
             ).localCheckpoint()  # materialised, cut from the fit
         finally:
@@ -938,7 +938,7 @@ def tune(spark, settings: Settings, grid: TuneGrid | None = None) -> str:
     a Spark job submitted from its own thread. No test row is read."""
     grid = grid or TuneGrid()
     trials = grid.trials()
-    catalog.register_warehouse(spark, settings)  # the inputs are read by name
+    registration.register_warehouse(spark, settings)  # the inputs are read by name
     versions = input_versions(spark, settings)
     tuned_at = datetime.now(UTC)
     tune_id = new_run_id(tuned_at)
@@ -974,7 +974,7 @@ def tune(spark, settings: Settings, grid: TuneGrid | None = None) -> str:
              float(p.confidence_threshold), r.get("users"), r.get("ndcg"), r.get("precision"),
              json.dumps(asdict(p), sort_keys=True))
             for trial_id, p, r in zip(trial_ids, trials, results, strict=True)]
-    catalog.append_once(spark, settings, catalog.literal_rows(spark, TRIAL_COLUMNS, rows),
+    writes.append_once(spark, settings, naming.literal_rows(spark, TRIAL_COLUMNS, rows),
                         TRIALS_TABLE, tune_id, "One row per tuning trial (reelhouse tune).",
                         TRIAL_DOCS)
     if grid.objective == "ranking":
@@ -1037,19 +1037,19 @@ def _tune_ranking(spark, settings, grid: TuneGrid, tune_id: str, trials, trial_i
 def _best_trial(spark, settings: Settings, objective: str):
     """The best trial of the latest tune with this objective (trials of different tunes saw
     different data, so they are not compared), or None."""
-    if catalog.current_version(spark, settings, TRIALS_TABLE) is None:
+    if delta_log.current_version(spark, settings, TRIALS_TABLE) is None:
         return None
-    columns = {f.name for f in spark.table(catalog.qualified(settings, TRIALS_TABLE)).schema}
+    columns = {f.name for f in spark.table(naming.qualified(settings, TRIALS_TABLE)).schema}
     if "objective" not in columns:  # trials recorded before the ranking objective
         if objective != "rmse":
             return None
         objective_filter = "true"
     else:
-        objective_filter = f"coalesce(objective, 'rmse') = {catalog.sql_string(objective)}"
+        objective_filter = f"coalesce(objective, 'rmse') = {naming.sql_string(objective)}"
     score, order = (("validation_rmse", "asc") if objective == "rmse"
                     else ("validation_ndcg_at_10", "desc"))
     return spark.sql(f"""
-        with trials as (select * from {catalog.qualified(settings, TRIALS_TABLE)}
+        with trials as (select * from {naming.qualified(settings, TRIALS_TABLE)}
                         where {objective_filter}),
         latest as (select max_by(tune_id, tuned_at) as tune_id from trials)
         select trials.* from trials join latest on trials.tune_id = latest.tune_id
@@ -1060,7 +1060,7 @@ def _best_trial(spark, settings: Settings, objective: str):
 def best_params(spark, settings: Settings) -> dict:
     """rank, reg_param, max_iter, bias_centred and seed of the lowest validation RMSE in the
     latest RMSE tune."""
-    catalog.register_warehouse(spark, settings)
+    registration.register_warehouse(spark, settings)
     best = _best_trial(spark, settings, "rmse")
     if best is None:
         raise ReelhouseError("There are no RMSE tuning trials yet: run `reelhouse tune` before "
@@ -1073,7 +1073,7 @@ def best_params(spark, settings: Settings) -> dict:
 def best_list_params(spark, settings: Settings) -> tuple[TrainParams, str] | None:
     """The list model of the highest validation NDCG@10 in the latest ranking tune, and why
     (None before any ranking tune)."""
-    catalog.register_warehouse(spark, settings)
+    registration.register_warehouse(spark, settings)
     best = _best_trial(spark, settings, "ranking")
     if best is None:
         return None

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import catalog
+from pipelines import registration
 from pipelines.session import create_spark
-from pipelines.settings import PROJECT_DIR, Settings
+from pipelines.settings import CHECKOUT_DIR, Settings
 
-REAL_DATA = PROJECT_DIR.parent / "shared" / "movielens" / "ml-latest-small"
+REAL_DATA = CHECKOUT_DIR.parent / "shared" / "movielens" / "ml-latest-small"
 # How Spark plans and evaluates a query changes no result the tests check, and on their few
 # thousand rows three of Spark's speed settings cost more than they save. Adaptive query
 # execution re-plans a query at every stage: a tenth of a tiny run's CPU. Generated code is
@@ -69,8 +69,8 @@ def fresh_warehouse(spark, tmp_path_factory, name: str = "warehouse") -> Setting
     """Settings for an empty warehouse, the catalog emptied of the previous one's tables."""
     reset_catalog(spark)
     settings = test_settings(tmp_path_factory.mktemp(name) / "warehouse")
-    catalog.register_warehouse(spark, settings)
-    catalog.register_udfs(spark, settings)
+    registration.register_warehouse(spark, settings)
+    registration.register_udfs(spark, settings)
     return settings
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import catalog, cli, ingest, runner, session
+from pipelines import cli, delta_log, ingest, naming, runner, session
 from pipelines.errors import ReelhouseError
 from pipelines.settings import Settings
 from tests.conftest import fresh_warehouse
@@ -148,7 +148,7 @@ def fate(dataset: Loaded, content: bytes) -> list[tuple[str, str | None]]:
 
 
 def versions(spark, dataset: Loaded) -> dict[str, int | None]:
-    return {t: catalog.current_version(spark, dataset.settings, t) for t in WATCHED_TABLES}
+    return {t: delta_log.current_version(spark, dataset.settings, t) for t in WATCHED_TABLES}
 
 
 @pytest.fixture
@@ -480,7 +480,7 @@ def test_var_value_carrying_sql_is_quoted(spark, dataset, reelhouse, tmp_path, m
     code, _ = reelhouse("compile", "--select", "ratings_split", "--var", f"split_seed={HOSTILE}")
     assert code == 0
     compiled = (tmp_path / "target" / "compiled" / "marts" / "ratings_split.sql").read_text()
-    literal = catalog.sql_string(HOSTILE)
+    literal = naming.sql_string(HOSTILE)
     assert f"xxhash64(user_id, movie_id, {literal})" in compiled
     assert spark.sql(f"select {literal} as seed").first().seed == HOSTILE
 
@@ -523,7 +523,7 @@ def test_model_file_name_that_is_not_a_plain_identifier_is_refused(dataset, tmp_
     (tmp_path / "sql" / "macros").mkdir()
     (models / "fine.sql").write_text("select 1 as n")
     (models / f"{HOSTILE}.sql").write_text("select 1 as n")
-    settings = dataclasses.replace(dataset.settings, sql_dir=tmp_path / "sql")
+    settings = dataclasses.replace(dataset.settings, project_dir=tmp_path / "sql")
     with pytest.raises(ReelhouseError) as caught:
         runner.load_project(settings, folders=("models",))
     assert str(caught.value) == (

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 
-from pipelines.settings import PROJECT_DIR
+from pipelines.settings import CHECKOUT_DIR
 
 STEPS = ("ingest", "build", "train", "evaluate", "report")
 
@@ -20,7 +20,7 @@ def test_bench_smoke_size_runs_both_sides_and_writes_its_result(tmp_path):
     bench = subprocess.Popen(
         [sys.executable, "-m", "bench", "--sizes", "10k", "--results", str(tmp_path),
          "--no-readme", "--matched-max", "0", "--blas-max", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT_DIR,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=CHECKOUT_DIR,
         start_new_session=True)
     try:
         _, stderr = bench.communicate(timeout=1200)

@@ -26,7 +26,7 @@ from fractions import Fraction
 
 import pytest
 
-from pipelines import catalog, evaluate, runner
+from pipelines import evaluate, registration, runner, writes
 from pipelines.errors import ReelhouseError
 from tests.conftest import fresh_warehouse
 
@@ -76,34 +76,34 @@ def write_inputs(spark, settings, run_id: str) -> None:
     """The marts and train's output tables the report models read, for one run."""
     split = [(u, m, r, datetime(2020, 1, 1), "train") for u, m, r in TRAIN] + \
         [(u, m, r, datetime(2021, 1, 1), "test") for u, m, r in TEST]
-    if not catalog.table_exists(spark, settings, "ratings_split"):
+    if not registration.table_exists(spark, settings, "ratings_split"):
         ratings_split = spark.createDataFrame(
             split, "user_id int, movie_id int, rating double, rated_at timestamp, split string")
-        catalog.replace_table(spark, settings, ratings_split, "ratings_split")
-        catalog.replace_table(spark, settings, spark.createDataFrame(
+        writes.replace_table(spark, settings, ratings_split, "ratings_split")
+        writes.replace_table(spark, settings, spark.createDataFrame(
             MOVIES, "movie_id int, title string, genres array<string>"), "movies")
         counts = defaultdict(lambda: [0, 0])
         for user, movie, *_ in split:
             counts[("user", user)][0] += 1
             counts[("movie", movie)][0] += 1
         titles = {m: t for m, t, _ in MOVIES}
-        catalog.replace_table(spark, settings, spark.createDataFrame(
+        writes.replace_table(spark, settings, spark.createDataFrame(
             [(m, titles.get(m), n) for (kind, m), (n, _) in counts.items() if kind == "movie"],
             "movie_id int, title string, num_ratings bigint"), "movie_stats")
-        catalog.replace_table(spark, settings, spark.createDataFrame(
+        writes.replace_table(spark, settings, spark.createDataFrame(
             [(u, n) for (kind, u), (n, _) in counts.items() if kind == "user"],
             "user_id int, num_ratings bigint"), "user_stats")
-    catalog.replace_table(spark, settings, spark.createDataFrame(
+    writes.replace_table(spark, settings, spark.createDataFrame(
         [(run_id, u, m, r, p) for u, m, r, p in PREDICTIONS[run_id]],
         "run_id string, user_id int, movie_id int, rating double, prediction double"),
         "predictions")
     for table, model, rows in (("test_recommendations", "implicit_als", RECOMMENDATIONS),
                                ("candidate_recommendations", "explicit_als", CANDIDATES)):
-        catalog.replace_table(spark, settings, spark.createDataFrame(
+        writes.replace_table(spark, settings, spark.createDataFrame(
             [(run_id, model, *row) for row in rows], LIST_SCHEMA), table)
     for table, entity in (("rating_user_factors", 0), ("rating_movie_factors", 1)):
         ids = sorted({row[entity] for row in TRAIN})
-        catalog.replace_table(spark, settings, spark.createDataFrame(
+        writes.replace_table(spark, settings, spark.createDataFrame(
             [(run_id, i, [0.5, -0.25 * i], 0.1 * i, 1) for i in ids],
             "run_id string, id int, factors array<float>, bias double, num_ratings bigint"),
             table)
@@ -113,7 +113,7 @@ def write_inputs(spark, settings, run_id: str) -> None:
         runs.append(model_run(name, index + 1, math.sqrt(sum(e * e for e in errors) / 3)))
         if name == run_id:
             break
-    catalog.merge_into(spark, settings, spark.createDataFrame(runs, RUNS_SCHEMA),
+    writes.merge_into(spark, settings, spark.createDataFrame(runs, RUNS_SCHEMA),
                        "model_runs", ["run_id"])
 
 

@@ -85,22 +85,22 @@ def test_unknown_layout_message_names_the_known_layouts(tmp_path):
 
 
 def test_the_same_folder_again_loads_only_new_files(spark, new_warehouse, tmp_path):
-    from pipelines import catalog
+    from pipelines import delta_log
 
     folder = latest_folder(tmp_path)
     settings = new_warehouse()
     ingest.ingest_dataset(spark, settings, folder)
-    version = catalog.current_version(spark, settings, "raw_ratings")
+    version = delta_log.current_version(spark, settings, "raw_ratings")
 
     # Nothing new: nothing is written.
     assert ingest.ingest_dataset(spark, settings, folder)["ratings"] == 0
-    assert catalog.current_version(spark, settings, "raw_ratings") == version
+    assert delta_log.current_version(spark, settings, "raw_ratings") == version
 
     # A new ratings file dropped beside ratings.csv adds exactly its lines, in one commit.
     write(folder, "ratings-2024-06.csv", "userId,movieId,rating,timestamp\n3,1,2.5,1717200000\n"
           "3,3,4.0,1717200001\n")
     assert ingest.ingest_dataset(spark, settings, folder)["ratings"] == 2
-    assert catalog.current_version(spark, settings, "raw_ratings") == version + 1
+    assert delta_log.current_version(spark, settings, "raw_ratings") == version + 1
     assert spark.sql("select count(*) from movielens.raw_ratings").first()[0] == 5
     new_lines = spark.sql("select line_number, raw_line from movielens.raw_ratings "
                           "where source_file like '%ratings-2024-06.csv' order by 1").collect()

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import catalog, maintenance
+from pipelines import maintenance, writes
 from pipelines.errors import ReelhouseError
 
 
 def test_history_restore_and_maintain(spark, new_warehouse):
     settings = new_warehouse()
-    catalog.replace_table(spark, settings, spark.range(3), "numbers")
-    catalog.replace_table(spark, settings, spark.range(7), "numbers")
+    writes.replace_table(spark, settings, spark.range(3), "numbers")
+    writes.replace_table(spark, settings, spark.range(7), "numbers")
     versions = [r.version for r in maintenance.history(spark, settings, "numbers").collect()]
     assert versions == [1, 0]
 
@@ -35,6 +35,6 @@ def test_table_arguments_carrying_sql_are_rejected(spark, new_warehouse, table):
 
 def test_an_unknown_table_is_named_with_the_known_ones(spark, new_warehouse):
     settings = new_warehouse()
-    catalog.replace_table(spark, settings, spark.range(1), "present")
+    writes.replace_table(spark, settings, spark.range(1), "present")
     with pytest.raises(ReelhouseError, match="tables: present"):
         maintenance.restore_version(spark, settings, "absent", 0)

@@ -16,7 +16,7 @@ from datetime import datetime
 
 import pytest
 
-from pipelines import catalog, runner
+from pipelines import runner, writes
 from pipelines.errors import ReelhouseError
 from tests.conftest import fresh_warehouse
 
@@ -164,13 +164,13 @@ def write_raw_tables(spark, settings) -> dict[str, list[tuple]]:
                         for row in raw_rows(fmt, path, first, lines)]
     tables.setdefault("splits", [])  # ml-100k's u1.base ...: tests/test_ingest.py has them
     for kind, rows in tables.items():
-        catalog.replace_table(spark, settings, spark.createDataFrame(rows, RAW_SCHEMA),
+        writes.replace_table(spark, settings, spark.createDataFrame(rows, RAW_SCHEMA),
                               f"raw_{kind}")
     files = defaultdict(int)
     for kind, rows in tables.items():
         for fmt, path, *_ in rows:
             files[(fmt, kind, path)] += 1
-    catalog.replace_table(
+    writes.replace_table(
         spark, settings,
         spark.createDataFrame([(fmt, kind, path, 100, count, INGESTED_AT)
                                for (fmt, kind, path), count in files.items()], FILES_SCHEMA),

@@ -12,7 +12,7 @@ from datetime import datetime
 
 import pytest
 
-from pipelines import catalog, lock, pipeline
+from pipelines import delta_log, lock, pipeline, storage
 from pipelines.errors import ReelhouseError
 from pipelines.generate import generate_dataset
 
@@ -74,7 +74,7 @@ def test_a_failed_run_puts_back_what_its_earlier_steps_committed(spark, new_ware
     data = tmp_path / "ml-synthetic"
     generate_dataset(data, 300, num_users=20, num_movies=30, seed=5)
     pipeline.run_pipeline(spark, settings, data, "run-1", steps=("ingest",))
-    versions = {t: catalog.current_version(spark, settings, t)
+    versions = {t: delta_log.current_version(spark, settings, t)
                 for t in ("raw_ratings", "ingest_files")}
     counts = {t: spark.table(f"movielens.{t}").count() for t in versions}
     header = (data / "ratings.csv").read_text().splitlines()[0]
@@ -85,9 +85,9 @@ def test_a_failed_run_puts_back_what_its_earlier_steps_committed(spark, new_ware
         pipeline.run_pipeline(spark, settings, data, "run-2", steps=("ingest", "build"),
                               selectors=["ingest_summary"])
     for table, version in versions.items():
-        assert catalog.current_version(spark, settings, table) > version  # ingest had committed
+        assert delta_log.current_version(spark, settings, table) > version  # ingest had committed
         assert spark.table(f"movielens.{table}").count() == counts[table]  # and is put back
-    assert catalog.list_tables_on_storage(spark, settings) == [
+    assert storage.list_tables_on_storage(spark, settings) == [
         "ingest_files", "pipeline_runs", "raw_genres", "raw_links", "raw_movies", "raw_ratings",
         "raw_splits", "raw_tags", "raw_users"]
     runs = {r.run_id: r for r in spark.table("movielens.pipeline_runs").collect()}

@@ -18,7 +18,7 @@ from collections import defaultdict
 
 import pytest
 
-from pipelines import catalog
+from pipelines import registration
 
 from .conftest import REAL_DATA, fresh_warehouse
 from .test_serve import REELHOUSE, beeline, free_port, query, wait_for_ready
@@ -53,7 +53,7 @@ def served_run(spark, tmp_path_factory):
             returncode = run.wait(timeout=3600)
         assert returncode == 0, log.read_text()[-3000:]
         assert server.poll() is None, "the server stopped during the run"
-        catalog.register_warehouse(spark, settings)  # this session sees what the run built
+        registration.register_warehouse(spark, settings)  # this session sees what the run built
         yield settings, port, log.read_text()
     finally:
         if run is not None and run.poll() is None:

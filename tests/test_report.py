@@ -14,7 +14,7 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from pipelines import catalog, evaluate, report, runner
+from pipelines import evaluate, report, runner, writes
 from tests.conftest import fresh_warehouse
 
 CHROMIUM = "/usr/bin/chromium"
@@ -39,15 +39,15 @@ def write_marts_inputs(spark, settings, seed: int = 3) -> None:
         for movie in movies:
             stars = np.clip(np.round((3.4 + rng.normal(0, 0.9)) * 2) / 2, 0.5, 5.0)
             rows.append((user, int(movie), float(stars), datetime(2020, 1, 1 + int(movie) % 28)))
-    catalog.replace_table(spark, settings, spark.createDataFrame(
+    writes.replace_table(spark, settings, spark.createDataFrame(
         rows, "user_id int, movie_id int, rating double, rated_at timestamp"), "ratings")
-    catalog.replace_table(spark, settings, spark.createDataFrame(
+    writes.replace_table(spark, settings, spark.createDataFrame(
         [(m, f"Movie {m}", 1980 + m % 40, [GENRES[m % 7], GENRES[(m * 3) % 7]][: 1 + m % 2])
          for m in range(1, 151)],
         "movie_id int, title string, year int, genres array<string>"), "movies")
-    catalog.replace_table(spark, settings, spark.createDataFrame(
+    writes.replace_table(spark, settings, spark.createDataFrame(
         [], "user_id int, gender string, age_group string, occupation string"), "users")
-    catalog.replace_table(spark, settings, spark.createDataFrame(  # ml-100k's own splits: none
+    writes.replace_table(spark, settings, spark.createDataFrame(  # ml-100k's own splits: none
         [], "split_name string, split_part string, user_id int, movie_id int"), "grouplens_splits")
 
 
@@ -65,7 +65,7 @@ def fake_training(spark, settings) -> None:
         where test.split = 'test'
           and test.user_id in (select user_id from train)
           and test.movie_id in (select movie_id from train)""")
-    catalog.replace_table(spark, settings, predictions, "predictions")
+    writes.replace_table(spark, settings, predictions, "predictions")
     for table, model, salt in (("test_recommendations", "implicit_als", 1),
                                ("candidate_recommendations", "explicit_als", 2)):
         lists = spark.sql(f"""
@@ -84,12 +84,12 @@ def fake_training(spark, settings) -> None:
             from (select *, row_number() over (partition by user_id order by score desc,
                                                movie_id) as rank from candidates)
             where rank <= 10""")
-        catalog.replace_table(spark, settings, lists, table)
+        writes.replace_table(spark, settings, lists, table)
     write_rating_factors(spark, settings, "run-3")
     runs = [(f"run-{n}", datetime(2024, 3, n), f'{{"rank": {10 * n}, "reg_param": 0.1}}',
              1000, 250, 240, 10, 3.5, 1.1 - 0.1 * n, 0.9 - 0.1 * n, {"predictions": n},
              3.5, 0.5, 5.0) for n in (1, 2, 3)]
-    catalog.replace_table(spark, settings, spark.createDataFrame(
+    writes.replace_table(spark, settings, spark.createDataFrame(
         runs, "run_id string, finished_at timestamp, params string, train_rows bigint, "
               "test_rows bigint, prediction_rows bigint, cold_start_rows bigint, "
               "fit_seconds double, rmse double, mae double, "
@@ -98,7 +98,7 @@ def fake_training(spark, settings) -> None:
     trials = [("tune-1", datetime(2024, 3, 1), rank, reg, 10,
                0.85 + abs(rank - 20) / 200 + abs(reg - 0.1)) for rank in (10, 20, 30)
               for reg in (0.05, 0.1, 0.2)]
-    catalog.replace_table(spark, settings, spark.createDataFrame(
+    writes.replace_table(spark, settings, spark.createDataFrame(
         trials, "tune_id string, tuned_at timestamp, rank int, reg_param double, "
                 "max_iter int, validation_rmse double"), "model_trials")
 
@@ -106,7 +106,7 @@ def fake_training(spark, settings) -> None:
 def write_rating_factors(spark, settings, run_id: str) -> None:
     """The rating model's factor tables as train writes them (rank 2, made up)."""
     for table, key in (("rating_user_factors", "user_id"), ("rating_movie_factors", "movie_id")):
-        catalog.replace_table(spark, settings, spark.sql(f"""
+        writes.replace_table(spark, settings, spark.sql(f"""
             select '{run_id}' as run_id, {key} as id,
                    array(cast({key} % 3 / 10 as float), cast(0.1 as float)) as factors,
                    cast({key} % 5 / 10 as double) as bias, count(*) as num_ratings

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import catalog, runner
+from pipelines import delta_log, registration, runner
 from pipelines.errors import ReelhouseError
 
 
@@ -24,8 +24,8 @@ def project_dir(root: Path, models: dict[str, str], yml: str = "", macros: str =
     return sql
 
 
-def with_sql(settings, sql_dir: Path):
-    return dataclasses.replace(settings, sql_dir=sql_dir)
+def with_sql(settings, project_dir: Path):
+    return dataclasses.replace(settings, project_dir=project_dir)
 
 
 def test_models_run_in_dependency_order_and_select_walks_the_dag(tmp_path, new_warehouse):
@@ -99,7 +99,7 @@ models:
     assert spark.sql("select count(*) from movielens.odd_numbers").first()[0] == 5
     # The view's SQL is kept on storage, so a fresh catalog can recreate it by name.
     spark.sql("drop view movielens.odd_numbers")
-    catalog.register_warehouse(spark, settings)
+    registration.register_warehouse(spark, settings)
     assert spark.sql("select count(*) from movielens.odd_numbers").first()[0] == 5
 
 
@@ -119,7 +119,7 @@ models:
     sql = project_dir(tmp_path, models, yml)
     settings = with_sql(new_warehouse(), sql)
     runner.build(spark, runner.load_project(settings))
-    versions = {t: catalog.current_version(spark, settings, t) for t in ("ids", "scores")}
+    versions = {t: delta_log.current_version(spark, settings, t) for t in ("ids", "scores")}
 
     project = runner.load_project(settings, cli_vars={"rows": 8})
     with pytest.raises(ReelhouseError, match=r"accepted_range\(scores.score\) \(3 rows\)\. "
@@ -127,9 +127,9 @@ models:
         runner.build(spark, project)
     assert "3 failing rows" in capsys.readouterr().err
     # scores was tested before it was written: no new version at all.
-    assert catalog.current_version(spark, settings, "scores") == versions["scores"]
+    assert delta_log.current_version(spark, settings, "scores") == versions["scores"]
     # ids, built (8 rows) before scores failed, was put back: a RESTORE commit, 3 rows again.
-    assert catalog.current_version(spark, settings, "ids") > versions["ids"]
+    assert delta_log.current_version(spark, settings, "ids") > versions["ids"]
     for table in ("ids", "scores"):
         assert spark.sql(f"select count(*) from movielens.{table}").first()[0] == 3
 
@@ -195,10 +195,10 @@ def test_a_table_whose_inputs_did_not_change_is_not_rebuilt(spark, tmp_path, new
     settings = with_sql(new_warehouse(), sql)
     assert set(runner.build(spark, runner.load_project(settings))) == {
         "base", "base_view", "derived"}
-    version = catalog.current_version(spark, settings, "derived")
+    version = delta_log.current_version(spark, settings, "derived")
     # Nothing changed: nothing is rebuilt, views included (their tests do not run again).
     assert runner.build(spark, runner.load_project(settings)) == []
-    assert catalog.current_version(spark, settings, "derived") == version
+    assert delta_log.current_version(spark, settings, "derived") == version
     # A changed view changes what derived reads, though no table it reads has a new version.
     (sql / "models" / "base_view.sql").write_text(
         "{{ config(materialized='view') }}\nselect id from {{ ref('base') }} where id > 0")
@@ -207,7 +207,7 @@ def test_a_table_whose_inputs_did_not_change_is_not_rebuilt(spark, tmp_path, new
     (sql / "models" / "base_view.sql").write_text(
         "{{ config(materialized='view') }}\nselect id from {{ ref('base') }}")
     assert runner.build(spark, runner.load_project(settings)) == ["base_view", "derived"]
-    version = catalog.current_version(spark, settings, "derived")
+    version = delta_log.current_version(spark, settings, "derived")
     # A changed var changes base's SQL; derived reads base through the view, so it rebuilds too.
     rebuilt = runner.build(spark, runner.load_project(settings, cli_vars={"rows": 4}))
     assert rebuilt == ["base", "base_view", "derived"]

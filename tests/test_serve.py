@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from pipelines import catalog, ingest, pipeline, runner, serve
+from pipelines import delta_log, ingest, pipeline, registration, runner, serve, writes
 from pipelines.errors import ReelhouseError
 
 from .test_ingest import latest_folder
@@ -95,10 +95,10 @@ def test_beeline_queries_over_jdbc(server):
 def test_a_table_created_by_another_process_appears_without_restart(spark, server):
     settings, port, _ = server
     df = spark.createDataFrame([(1, "new")], "id int, label string")
-    catalog.replace_table(spark, settings, df, "fresh_table")
+    writes.replace_table(spark, settings, df, "fresh_table")
     assert eventually(port, "select label from movielens.fresh_table") == [("new",)]
     # A new commit to an existing table is seen by the next query, no refresh needed.
-    catalog.replace_table(spark, settings, spark.createDataFrame([(2, "newer")], df.schema),
+    writes.replace_table(spark, settings, spark.createDataFrame([(2, "newer")], df.schema),
                           "fresh_table")
     assert query(port, "select label from movielens.fresh_table") == [("newer",)]
 
@@ -123,16 +123,16 @@ def test_a_changed_view_and_a_dropped_table_reach_the_server(spark, server):
     """A refresh tick that finds storage unchanged does nothing: these changes must each be
     seen as a change."""
     settings, port, _ = server
-    catalog.create_view(spark, settings, "served_view", "select 1 as n")
+    writes.create_view(spark, settings, "served_view", "select 1 as n")
     assert eventually(port, "select n from movielens.served_view") == [(1,)]
-    catalog.create_view(spark, settings, "served_view", "select 2 as n")  # same size, new SQL
+    writes.create_view(spark, settings, "served_view", "select 2 as n")  # same size, new SQL
     assert eventually(port, "select n from movielens.served_view",
                       lambda rows: rows == [(2,)]) == [(2,)]
 
-    catalog.replace_table(spark, settings, spark.createDataFrame([(1,)], "id int"),
+    writes.replace_table(spark, settings, spark.createDataFrame([(1,)], "id int"),
                           "doomed_table")
     assert eventually(port, "select id from movielens.doomed_table") == [(1,)]
-    catalog.restore(spark, settings, "doomed_table", None)  # the table did not exist: drop it
+    writes.restore(spark, settings, "doomed_table", None)  # the table did not exist: drop it
     def dropped(rows):
         return rows is not None and all(row[1] != "doomed_table" for row in rows)
 
@@ -193,13 +193,13 @@ def test_a_run_while_clients_query_and_a_second_run_is_refused(server, dataset):
 def test_a_run_with_nothing_new_changes_no_row(spark, server, dataset):
     settings, port, _ = server
     folder, _ = dataset
-    catalog.register_warehouse(spark, settings)
-    versions = {t: catalog.current_version(spark, settings, t)
+    registration.register_warehouse(spark, settings)
+    versions = {t: delta_log.current_version(spark, settings, t)
                 for t in ("raw_ratings", "ratings")}
     result = reelhouse_run(settings, folder)
     assert result.returncode == 0, result.stderr[-1500:]
     assert "no new or changed files" in result.stderr
-    assert {t: catalog.current_version(spark, settings, t) for t in versions} == versions
+    assert {t: delta_log.current_version(spark, settings, t) for t in versions} == versions
 
 
 MERGE_METRICS = ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted",
@@ -222,7 +222,7 @@ def assert_ratings_is_a_full_rebuild(spark, settings):
     sql = runner._render(project, model)
     full, table = spark.sql(sql), spark.table("movielens.ratings")
     assert full.exceptAll(table).count() == 0 and table.exceptAll(full).count() == 0
-    assert catalog.table_property(spark, settings, "ratings", runner.FINGERPRINT) == \
+    assert delta_log.table_property(spark, settings, "ratings", runner.FINGERPRINT) == \
         runner.fingerprint(spark, project, model, sql)
     assert spark.catalog.getTable("movielens.ratings").description == model.description
     assert table.schema["rating"].metadata["comment"] == \
@@ -241,7 +241,7 @@ def test_a_new_ratings_file_adds_exactly_its_rows(spark, server, dataset):
                        "where status = 'succeeded'") == [(3,)]
     # Row for row: the MERGE inserted the two new pairs and neither updated, deleted nor
     # rewrote (copied) any of the rows already there.
-    catalog.register_warehouse(spark, settings)
+    registration.register_warehouse(spark, settings)
     assert last_ratings_merge(spark, settings) == {
         "numTargetRowsInserted": 2, "numTargetRowsUpdated": 0, "numTargetRowsDeleted": 0,
         "numTargetRowsCopied": 0, "numTargetFilesRemoved": 0}
@@ -254,7 +254,7 @@ def test_a_replaced_ratings_file_updates_and_deletes_exactly_its_rows(spark, ser
     # The late file again, corrected: (9001, 1) re-rated, (9001, 2) gone, nothing new.
     (folder / "ratings-late.csv").write_text(
         "userId,movieId,rating,timestamp\n9001,1,2.0,1700000100\n")
-    catalog.register_warehouse(spark, settings)
+    registration.register_warehouse(spark, settings)
     ingest.ingest_dataset(spark, settings, folder)
     runner.build(spark, runner.load_project(settings, folders=("models",)), ["+ratings"])
     merged = last_ratings_merge(spark, settings)

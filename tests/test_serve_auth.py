@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from pyhive import hive
 
-from pipelines import auth, catalog, serve
+from pipelines import auth, serve, writes
 from pipelines.errors import ReelhouseError
 
 from .test_serve import REELHOUSE, free_port, wait_for_ready
@@ -21,7 +21,7 @@ def guarded_server(spark, tmp_path_factory):
     from .conftest import fresh_warehouse
 
     settings = fresh_warehouse(spark, tmp_path_factory, "guarded")
-    catalog.replace_table(spark, settings, spark.range(4), "secrets")
+    writes.replace_table(spark, settings, spark.range(4), "secrets")
     auth_file = tmp_path_factory.mktemp("auth") / "users"
     auth.set_password(auth_file, "analyst", "correct-horse-battery")
     port = free_port()

@@ -15,7 +15,7 @@ from dataclasses import asdict, replace
 import numpy as np
 import pytest
 
-from pipelines import catalog, recommend, train
+from pipelines import delta_log, recommend, train, writes
 from pipelines.errors import ReelhouseError
 from tests.conftest import fresh_warehouse
 
@@ -51,18 +51,18 @@ def write_inputs(spark, settings, split) -> None:
     (user_id int, movie_id int, rating double, ts long, split string)."""
     split = split.selectExpr("user_id", "movie_id", "rating", "timestamp_seconds(ts) as rated_at",
                              "split")
-    catalog.replace_table(spark, settings, split, "ratings_split")
-    catalog.replace_table(spark, settings, split.drop("split"), "ratings")
+    writes.replace_table(spark, settings, split, "ratings_split")
+    writes.replace_table(spark, settings, split.drop("split"), "ratings")
     movies = split.select("movie_id").distinct().selectExpr(
         "movie_id", "concat('Movie ', movie_id) as title", "1990 + movie_id % 30 as year",
         "if(movie_id % 2 = 1, array('Drama'), array('Comedy', 'Romance')) as genres")
-    catalog.replace_table(spark, settings, movies, "movies")
+    writes.replace_table(spark, settings, movies, "movies")
     stats = spark.sql("""
         select movie_id, count(*) as num_ratings, avg(rating) as avg_rating,
                (10 * (select avg(rating) from movielens.ratings) + sum(rating))
                    / (10 + count(*)) as bayesian_avg
         from movielens.ratings group by movie_id""")
-    catalog.replace_table(spark, settings, stats, "movie_stats")
+    writes.replace_table(spark, settings, stats, "movie_stats")
 
 
 def table_rows(spark, table: str) -> list[tuple]:
@@ -220,7 +220,7 @@ def test_model_runs_records_inputs_outputs_and_the_saved_model(spark, trained):
     assert set(run.input_versions) == set(train.INPUT_TABLES)
     assert set(run.output_versions) == set(train.OUTPUT_TABLES)
     for table, version in run.output_versions.items():
-        assert catalog.current_version(spark, settings, table) == version
+        assert delta_log.current_version(spark, settings, table) == version
     # the rating model was fit on train, the serving list model on every rating
     assert spark.sql("select sum(num_ratings) from movielens.rating_movie_factors").first()[0] \
         == spark.sql("select sum(num_ratings) from movielens.rating_user_factors").first()[0] \
@@ -328,14 +328,14 @@ def test_ratings_file_with_or_without_header(tmp_path):
 
 def test_invalid_parameters_fail_before_any_table_is_touched(spark, trained):
     settings, _ = trained
-    versions = {t: catalog.current_version(spark, settings, t)
+    versions = {t: delta_log.current_version(spark, settings, t)
                 for t in (*train.OUTPUT_TABLES, train.RUNS_TABLE)}
     for bad in ({"rank": 0}, {"max_iter": -1}, {"reg_param": -0.1}, {"reg_param": float("nan")},
                 {"top_n": 0}, {"alpha": -1.0}, {"rank": 2.5}, {"seed": "42"},
                 {"implicit": True, "bias_centred": True}, {"user_bias_damping": float("inf")}):
         with pytest.raises(ReelhouseError):
             train.train(spark, settings, train.TrainParams(**bad))
-    assert versions == {t: catalog.current_version(spark, settings, t) for t in versions}
+    assert versions == {t: delta_log.current_version(spark, settings, t) for t in versions}
 
 
 class InjectedFailure(RuntimeError):

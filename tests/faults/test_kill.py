@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import catalog, pipeline
+from pipelines import pipeline, registration
 from pipelines.settings import STEPS
 
 from .. import conftest
@@ -170,8 +170,8 @@ def run_in_this_process(spark, settings, folder) -> None:
     report, which changes no table: nothing the chain compares comes from it, and the report
     of the uninterrupted run would take CPU from the chain's first runs."""
     conftest.reset_catalog(spark)
-    catalog.register_udfs(spark, settings)
-    catalog.register_warehouse(spark, settings)
+    registration.register_udfs(spark, settings)
+    registration.register_warehouse(spark, settings)
     steps = tuple(step for step in STEPS if step != "report")
     pipeline.run_pipeline(spark, settings, folder, pipeline.new_run_id(), steps=steps)
 
