@@ -27,7 +27,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from pipelines import delta_log, ingest, naming, registration, runner, train
+from pipelines import delta_log, ingest, naming, registration, runner, sql_project, train
 from pipelines.settings import CHECKOUT_DIR, Settings
 
 DEFAULT_DATA = CHECKOUT_DIR.parent / "shared" / "movielens" / "ml-latest-small"
@@ -96,7 +96,7 @@ def warehouse_for(spark, settings: Settings, data_dir: Path, reuse: bool,
     started = time.monotonic()
     ingest.ingest_dataset(spark, settings, data_dir)
     # Only what training reads (and what that needs): report models come after training.
-    runner.build(spark, runner.load_project(settings, cli_vars=cli_vars),
+    runner.build(spark, sql_project.load_project(settings, cli_vars=cli_vars),
                  [f"+{t}" for t in INPUT_MODELS])
     print(f"built {settings.warehouse} from {data_dir} in {time.monotonic() - started:.0f}s")
 
@@ -160,7 +160,7 @@ def ranking(spark, base: Settings, data_dir: Path, split_method: str, reuse: boo
     print(f"\n== {data_dir.name}: {split_method} split, ranking on the standard protocol")
     warehouse_for(spark, settings, data_dir, reuse, cli_vars)
     # the reports read the other marts too (built once; unchanged models are skipped)
-    evaluate.build_warehouse_models(spark, runner.load_project(settings, cli_vars=cli_vars))
+    evaluate.build_warehouse_models(spark, sql_project.load_project(settings, cli_vars=cli_vars))
     started = time.monotonic()
     run_id = train.train(spark, settings)
     evaluate.evaluate(spark, settings, cli_vars)

@@ -410,11 +410,11 @@ def dispatch(args: argparse.Namespace) -> int:
             progress.say(f"JVM start cache: {cache}")
         return 0
 
-    from pipelines import runner
+    from pipelines import rendering, runner, sql_project
 
-    cli_vars = runner.parse_vars(getattr(args, "var", None))
+    cli_vars = rendering.parse_vars(getattr(args, "var", None))
     if args.command == "compile":
-        project = runner.load_project(settings, cli_vars=cli_vars)
+        project = sql_project.load_project(settings, cli_vars=cli_vars)
         for path in runner.compile_project(project, args.select):
             print(path)
         return 0
@@ -492,7 +492,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "build":
         from pipelines import evaluate
 
-        project = runner.load_project(settings, cli_vars=cli_vars)
+        project = sql_project.load_project(settings, cli_vars=cli_vars)
         # Without --select: the warehouse models; the reports read train's output and are
         # built by `evaluate` (name them in --select to build them here).
         runner.build(spark, project, args.select or evaluate.warehouse_models(project),

@@ -7,12 +7,9 @@ exist, builds the models with the runner and prints a two-line summary.
 
 from __future__ import annotations
 
-from pipelines import naming, progress, registration, runner
+from pipelines import naming, progress, registration, runner, sql_project
 from pipelines.errors import ReelhouseError
 from pipelines.settings import Settings
-
-REPORTS_FOLDER = "reports"
-DEFAULT_RANKING_KS = "5,10"  # var('ranking_ks') in sql/reports/ranking_metrics.sql
 
 
 def ranking_cutoffs(value) -> list[int]:
@@ -25,24 +22,23 @@ def ranking_cutoffs(value) -> list[int]:
     return sorted({int(part) for part in parts})
 
 
-def is_report(project: runner.Project, name: str) -> bool:
-    """A model whose file lives under sql/reports/."""
-    root = project.settings.project_dir / REPORTS_FOLDER
-    return project.models[name].path.is_relative_to(root)
+BUILD_TAG = "build"  # models `reelhouse build` / run's build step make (reelhouse_project.yml)
+EVALUATE_TAG = "evaluate"  # models that read train's output: built by evaluate, after train
 
 
-def report_models(project: runner.Project) -> list[str]:
-    """Every report model, in dependency order."""
-    return [name for name in project.order() if is_report(project, name)]
+def report_models(project: sql_project.Project) -> list[str]:
+    """Every model the evaluate step builds, in dependency order."""
+    return project.tagged(EVALUATE_TAG)
 
 
-def warehouse_models(project: runner.Project, selectors: list[str] | None = None) -> list[str]:
-    """The models `reelhouse run` builds before training: the selection less the reports,
-    which read train's output and are built by `evaluate` after it."""
-    return [name for name in project.select(selectors) if not is_report(project, name)]
+def warehouse_models(project: sql_project.Project,
+                     selectors: list[str] | None = None) -> list[str]:
+    """The models `reelhouse run` builds before training: the selected models tagged build
+    (the evaluate-tagged ones read train's output and are built after it)."""
+    return [name for name in project.select(selectors) if BUILD_TAG in project.models[name].tags]
 
 
-def build_warehouse_models(spark, project: runner.Project, selectors: list[str] | None = None,
+def build_warehouse_models(spark, project: sql_project.Project, selectors: list[str] | None = None,
                            force: bool = False) -> list[str]:
     """`reelhouse run`'s build step: the selected models less the reports (built by
     `evaluate` once train has written what they read); returns the models rebuilt."""
@@ -50,7 +46,7 @@ def build_warehouse_models(spark, project: runner.Project, selectors: list[str] 
     return runner.build(spark, project, names, force=force) if names else []
 
 
-def missing_inputs(spark, project: runner.Project, names: list[str]) -> list[str]:
+def missing_inputs(spark, project: sql_project.Project, names: list[str]) -> list[str]:
     """Tables the given models read that are neither among them nor in the warehouse."""
     schema = project.settings.schema
     needed = set()
@@ -65,8 +61,8 @@ def evaluate(spark, settings: Settings, cli_vars: dict | None = None,
              force: bool = False) -> list[str]:
     """Build every report model (each tested after it is built; a failure rolls them all
     back); returns the models rebuilt."""
-    project = runner.load_project(settings, cli_vars=cli_vars)
-    ranking_cutoffs(project.vars.get("ranking_ks", DEFAULT_RANKING_KS))
+    project = sql_project.load_project(settings, cli_vars=cli_vars)
+    ranking_cutoffs(project.vars["ranking_ks"])  # declared in reelhouse_project.yml
     names = report_models(project)
     registration.register_warehouse(spark, settings)
     missing = missing_inputs(spark, project, names)

@@ -22,7 +22,7 @@ from pipelines import (
     progress,
     registration,
     report,
-    runner,
+    sql_project,
     storage,
     train,
     writes,
@@ -128,7 +128,7 @@ def run_pipeline(spark, settings: Settings, data_dir: Path, run_id: str,
         return result
 
     try:
-        project = runner.load_project(settings, cli_vars=cli_vars)  # bad models fail first
+        project = sql_project.load_project(settings, cli_vars=cli_vars)  # bad models fail first
         with all_or_nothing(spark, settings):
             if "ingest" in steps:
                 lines = timed("ingest", lambda: ingest.ingest_dataset(spark, settings, data_dir))

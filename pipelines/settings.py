@@ -28,15 +28,19 @@ def normalise_warehouse(path: str) -> str:
     return str(Path(path).expanduser().resolve())
 
 
-def default_project_dir() -> Path:
-    """The SQL project (reelhouse_project.yml, models/, macros/, tests/, udfs/): the one named by
-    REELHOUSE_PROJECT_DIR, else the copy installed with the package (a wheel puts sql/ at
-    pipelines/project, see pyproject.toml), else the checkout's sql/ (an editable install)."""
-    named = os.environ.get("REELHOUSE_PROJECT_DIR")
-    if named:
-        return Path(named).expanduser().resolve()
+def packaged_project_dir() -> Path:
+    """The SQL project that comes with reelhouse: the copy installed with the package (a wheel
+    puts sql/ at pipelines/project, see pyproject.toml), else the checkout's sql/ (an editable
+    install). Its generic tests are built in: every project can use them."""
     installed = Path(__file__).resolve().parent / "project"
     return installed if installed.is_dir() else CHECKOUT_DIR / "sql"
+
+
+def default_project_dir() -> Path:
+    """The SQL project to run (reelhouse_project.yml, models/, macros/, tests/, udfs/): the one
+    named by REELHOUSE_PROJECT_DIR, else the packaged one."""
+    named = os.environ.get("REELHOUSE_PROJECT_DIR")
+    return Path(named).expanduser().resolve() if named else packaged_project_dir()
 
 
 def default_jars_dir() -> Path:

@@ -917,10 +917,10 @@ def ranking_trials(spark, settings: Settings, tune_id: str, fit_rows, validation
     fit_rows.selectExpr("*", "'train' as split").unionByName(
         validation_rows.selectExpr("*", "'test' as split")).createOrReplaceTempView(
         "__tune_split")
-    from pipelines import runner
+    from pipelines import rendering, sql_project
 
-    project = runner.load_project(settings)
-    query = runner.render_query(project, "tune_ranking", (
+    project = sql_project.load_project(settings)
+    query = rendering.render_query(project, "tune_ranking", (
         "{{ ranking_metrics_query('__tune_lists', '__tune_split', '" + str(RANKING_K) + "', "
         "var('relevance_threshold', 4.0), var('bayesian_prior_weight', 10)) }}"))
     rows = spark.sql(f"select * from ({query}) as scored where relevance = 'any'").collect()

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import cli, delta_log, ingest, naming, runner, session
+from pipelines import cli, delta_log, ingest, naming, runner, session, sql_project
 from pipelines.errors import ReelhouseError
 from pipelines.settings import Settings
 from tests.conftest import fresh_warehouse
@@ -123,7 +123,7 @@ def dataset(spark, tmp_path_factory) -> Loaded:
     lines_read = ingest.ingest_dataset(spark, settings, folder)
     log = io.StringIO()
     with contextlib.redirect_stderr(log):
-        runner.build(spark, runner.load_project(settings, folders=("models",)),
+        runner.build(spark, sql_project.load_project(settings, folders=("models",)),
                      ["+ratings", "+rejected_ratings"])
     sys.stderr.write(log.getvalue())
 
@@ -525,7 +525,7 @@ def test_model_file_name_that_is_not_a_plain_identifier_is_refused(dataset, tmp_
     (models / f"{HOSTILE}.sql").write_text("select 1 as n")
     settings = dataclasses.replace(dataset.settings, project_dir=tmp_path / "sql")
     with pytest.raises(ReelhouseError) as caught:
-        runner.load_project(settings, folders=("models",))
+        sql_project.load_project(settings, folders=("models",))
     assert str(caught.value) == (
         f"Model file {models / (HOSTILE + '.sql')} is not named as a plain identifier: rename "
         "it to letters, digits and underscores (the file name is the table name).")

@@ -26,7 +26,7 @@ from fractions import Fraction
 
 import pytest
 
-from pipelines import evaluate, registration, runner, writes
+from pipelines import evaluate, registration, runner, sql_project, writes
 from pipelines.errors import ReelhouseError
 from tests.conftest import fresh_warehouse
 
@@ -150,7 +150,7 @@ def built(spark, tmp_path_factory):
         "metric_history": rows_by_key(spark, "metric_history", "run_id", "model"),
     }
     write_inputs(spark, settings, "run-2")
-    project = runner.load_project(settings, cli_vars=VARS)  # only what metric_history reads
+    project = sql_project.load_project(settings, cli_vars=VARS)  # only what metric_history reads
     runner.build(spark, project, ["test_predictions", "test_prediction_errors",
                                   "model_metrics", "ranking_metrics", "metric_history"])
     return settings, first, rows_by_key(spark, "metric_history", "run_id", "model")
@@ -394,7 +394,7 @@ def test_a_bad_ranking_ks_var_fails_before_any_sql(spark, built, value):
 
 def test_the_ranking_metrics_model_rejects_a_bad_ranking_ks_itself(spark, built):
     settings, _, _ = built  # `reelhouse build --select ranking_metrics` skips evaluate's check
-    project = runner.load_project(settings, cli_vars={"ranking_ks": "5,ten"})
+    project = sql_project.load_project(settings, cli_vars={"ranking_ks": "5,ten"})
     with pytest.raises(ReelhouseError, match="ranking_metrics"):
         runner.build(spark, project, ["ranking_metrics"])
     assert spark.table("movielens.ranking_metrics").count() == 4 * 2 * 4  # left as it was

@@ -129,7 +129,7 @@ def test_grouplens_own_splits_land_and_drive_ratings_split(spark, new_warehouse,
     """ml-100k's u1.base/u1.test and ua.base/ua.test (hand-written, u.data's format): every
     line is loaded or rejected with a reason, and split_method grouplens puts exactly the
     .test pairs in test. A split the folder does not ship fails the build in one sentence."""
-    from pipelines import runner
+    from pipelines import runner, sql_project
 
     folder = tmp_path / "ml-100k"
     ratings = [(u, m, 1 + (u + m) % 5, 881250949 + u * 10 + m) for u in (1, 2, 3)
@@ -151,7 +151,7 @@ def test_grouplens_own_splits_land_and_drive_ratings_split(spark, new_warehouse,
     assert counts["splits"] == 12 + 12 + 2
 
     def build(**split_vars) -> dict:
-        project = runner.load_project(settings, folders=("models",),  # 2 bad of 26 lines
+        project = sql_project.load_project(settings, folders=("models",),  # 2 bad of 26 lines
                                       cli_vars={"max_reject_share": 0.1, **split_vars})
         runner.build(spark, project, ["+ratings_split", "+ingest_summary", "+rejected_lines"])
         return {(r.user_id, r.movie_id): r.split

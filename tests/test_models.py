@@ -16,7 +16,7 @@ from datetime import datetime
 
 import pytest
 
-from pipelines import runner, writes
+from pipelines import runner, sql_project, writes
 from pipelines.errors import ReelhouseError
 from tests.conftest import fresh_warehouse
 
@@ -183,7 +183,7 @@ def warehouse(spark, tmp_path_factory):
     """Settings of a warehouse with the raw tables above and every model built once."""
     settings = fresh_warehouse(spark, tmp_path_factory, "models")
     write_raw_tables(spark, settings)
-    project = runner.load_project(settings, folders=("models",), cli_vars=BUILD_VARS)
+    project = sql_project.load_project(settings, folders=("models",), cli_vars=BUILD_VARS)
     runner.build(spark, project)
     return settings
 
@@ -289,7 +289,7 @@ def test_ingest_summary_guards_the_reject_share(warehouse, spark):
     ratings = summary["ratings"]
     assert ratings.reject_share == pytest.approx(
         (ratings.rejected - ratings.empty_lines) / (ratings.lines_read - ratings.empty_lines))
-    strict = runner.load_project(warehouse, folders=("models",))  # default max_reject_share
+    strict = sql_project.load_project(warehouse, folders=("models",))  # default max_reject_share
     with pytest.raises(ReelhouseError, match="max_reject_share"):
         runner.build(spark, strict, ["ingest_summary"], force=True)
     assert spark.table("movielens.ingest_summary").count() == len(summary)  # rolled back
@@ -431,7 +431,7 @@ def split_of(spark) -> dict[tuple[int, int], str]:
 
 
 def rebuild_split(spark, settings, **split_vars) -> dict[tuple[int, int], str]:
-    project = runner.load_project(settings, folders=("models",),
+    project = sql_project.load_project(settings, folders=("models",),
                                   cli_vars={**BUILD_VARS, **split_vars})
     runner.build(spark, project, ["ratings_split"], force=True)
     return split_of(spark)
@@ -515,4 +515,4 @@ def test_kfold_splits_test_every_rating_exactly_once(warehouse, spark):
 ])
 def test_an_unknown_split_method_or_fold_fails_before_any_sql(warehouse, split_vars, message):
     with pytest.raises(ReelhouseError, match=message):
-        runner.load_project(warehouse, folders=("models",), cli_vars=split_vars)
+        sql_project.load_project(warehouse, folders=("models",), cli_vars=split_vars)

@@ -14,7 +14,7 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from pipelines import evaluate, report, runner, writes
+from pipelines import evaluate, report, runner, sql_project, writes
 from tests.conftest import fresh_warehouse
 
 CHROMIUM = "/usr/bin/chromium"
@@ -118,7 +118,7 @@ def written(spark, tmp_path_factory):
     """A small evaluated warehouse and its report: (settings, path of the HTML)."""
     settings = fresh_warehouse(spark, tmp_path_factory, "report")
     write_marts_inputs(spark, settings)
-    runner.build(spark, runner.load_project(settings, folders=("models",)), MARTS)
+    runner.build(spark, sql_project.load_project(settings, folders=("models",)), MARTS)
     fake_training(spark, settings)
     evaluate.evaluate(spark, settings)
     out = tmp_path_factory.mktemp("report-out")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import delta_log, registration, runner
+from pipelines import delta_log, registration, rendering, runner, sql_project
 from pipelines.errors import ReelhouseError
 
 
@@ -16,6 +16,7 @@ def project_dir(root: Path, models: dict[str, str], yml: str = "", macros: str =
     (sql / "models").mkdir(parents=True, exist_ok=True)
     (sql / "macros").mkdir(parents=True, exist_ok=True)
     for name, text in models.items():
+        (sql / "models" / f"{name}.sql").parent.mkdir(parents=True, exist_ok=True)
         (sql / "models" / f"{name}.sql").write_text(text)
     if yml:
         (sql / "models" / "_models.yml").write_text(yml)
@@ -35,7 +36,7 @@ def test_models_run_in_dependency_order_and_select_walks_the_dag(tmp_path, new_w
         "a_base": "select 1 as n",
         "z_other": "select 2 as n",
     })
-    project = runner.load_project(with_sql(new_warehouse(), sql))
+    project = sql_project.load_project(with_sql(new_warehouse(), sql))
     order = project.order()
     assert order.index("a_base") < order.index("b_mid") < order.index("c_top")
     assert project.select(["b_mid+"]) == ["b_mid", "c_top"]
@@ -52,7 +53,7 @@ def test_a_cycle_fails_before_any_sql_naming_the_models(tmp_path, new_warehouse)
         "third": "select * from {{ ref('first') }}",
     })
     with pytest.raises(ReelhouseError, match="cycle") as caught:
-        runner.load_project(with_sql(new_warehouse(), sql))
+        sql_project.load_project(with_sql(new_warehouse(), sql))
     for name in ("first", "second", "third"):
         assert name in str(caught.value)
 
@@ -60,13 +61,13 @@ def test_a_cycle_fails_before_any_sql_naming_the_models(tmp_path, new_warehouse)
 def test_an_unknown_ref_fails_before_any_sql(tmp_path, new_warehouse):
     sql = project_dir(tmp_path, {"orphan": "select * from {{ ref('missing_model') }}"})
     with pytest.raises(ReelhouseError, match="orphan refers to missing_model"):
-        runner.load_project(with_sql(new_warehouse(), sql))
+        sql_project.load_project(with_sql(new_warehouse(), sql))
 
 
 def test_model_file_names_must_be_plain_identifiers(tmp_path, new_warehouse):
     sql = project_dir(tmp_path, {"bad-name; drop": "select 1 as n"})
     with pytest.raises(ReelhouseError, match="plain identifier"):
-        runner.load_project(with_sql(new_warehouse(), sql))
+        sql_project.load_project(with_sql(new_warehouse(), sql))
 
 
 def test_build_writes_delta_tables_views_and_comments(spark, tmp_path, new_warehouse):
@@ -88,7 +89,7 @@ models:
           - accepted_values: {values: [0, 1]}
 """)
     settings = with_sql(new_warehouse(), sql)
-    runner.build(spark, runner.load_project(settings))
+    runner.build(spark, sql_project.load_project(settings))
     detail = spark.sql("describe detail movielens.numbers").first()
     assert detail.format == "delta"
     assert detail.location.endswith("/movielens/numbers")
@@ -118,10 +119,10 @@ models:
 """
     sql = project_dir(tmp_path, models, yml)
     settings = with_sql(new_warehouse(), sql)
-    runner.build(spark, runner.load_project(settings))
+    runner.build(spark, sql_project.load_project(settings))
     versions = {t: delta_log.current_version(spark, settings, t) for t in ("ids", "scores")}
 
-    project = runner.load_project(settings, cli_vars={"rows": 8})
+    project = sql_project.load_project(settings, cli_vars={"rows": 8})
     with pytest.raises(ReelhouseError, match=r"accepted_range\(scores.score\) \(3 rows\)\. "
                                              r"Nothing was written"):
         runner.build(spark, project)
@@ -141,7 +142,7 @@ def test_an_incremental_model_run_twice_leaves_the_same_rows(spark, tmp_path, ne
                   "{% if is_incremental() %}where id >= 0{% endif %}",
     })
     settings = with_sql(new_warehouse(), sql)
-    project = runner.load_project(settings)
+    project = sql_project.load_project(settings)
     runner.build(spark, project)
     first = sorted(tuple(r) for r in spark.sql("select * from movielens.events").collect())
     runner.build(spark, project, force=True)  # force: unchanged inputs would skip it
@@ -157,13 +158,13 @@ def test_var_values_reach_sql_only_as_quoted_literals(spark, tmp_path, new_wareh
     })
     settings = with_sql(new_warehouse(), sql)
     hostile = "x'; drop table movielens.echo; --"
-    project = runner.load_project(settings, cli_vars=runner.parse_vars(
+    project = sql_project.load_project(settings, cli_vars=rendering.parse_vars(
         [f"label={hostile}", "amount=2.5"]))
     runner.build(spark, project)
     row = spark.sql("select * from movielens.echo").first()
     assert row.label == hostile and row.amount == 2.5
     with pytest.raises(ReelhouseError, match="not a valid var name"):
-        runner.parse_vars(["bad name=1"])
+        rendering.parse_vars(["bad name=1"])
 
 
 def test_compile_writes_rendered_sql_and_tests_under_target(tmp_path, new_warehouse):
@@ -178,7 +179,7 @@ models:
     (sql / "models" / "doubled.sql").write_text("select {{ double('n') }} as n "
                                                  "from {{ ref('only') }}")
     settings = with_sql(new_warehouse(), sql)
-    written = runner.compile_project(runner.load_project(settings))
+    written = runner.compile_project(sql_project.load_project(settings))
     compiled = {p.name: p.read_text() for p in written}
     assert compiled["only.sql"].strip() == "select 7 as n"
     assert compiled["doubled.sql"].strip() == "select (n * 2) as n from movielens.only"
@@ -193,24 +194,109 @@ def test_a_table_whose_inputs_did_not_change_is_not_rebuilt(spark, tmp_path, new
         "base_view": "{{ config(materialized='view') }}\nselect id from {{ ref('base') }}",
     })
     settings = with_sql(new_warehouse(), sql)
-    assert set(runner.build(spark, runner.load_project(settings))) == {
+    assert set(runner.build(spark, sql_project.load_project(settings))) == {
         "base", "base_view", "derived"}
     version = delta_log.current_version(spark, settings, "derived")
     # Nothing changed: nothing is rebuilt, views included (their tests do not run again).
-    assert runner.build(spark, runner.load_project(settings)) == []
+    assert runner.build(spark, sql_project.load_project(settings)) == []
     assert delta_log.current_version(spark, settings, "derived") == version
     # A changed view changes what derived reads, though no table it reads has a new version.
     (sql / "models" / "base_view.sql").write_text(
         "{{ config(materialized='view') }}\nselect id from {{ ref('base') }} where id > 0")
-    assert runner.build(spark, runner.load_project(settings)) == ["base_view", "derived"]
+    assert runner.build(spark, sql_project.load_project(settings)) == ["base_view", "derived"]
     assert spark.sql("select n from movielens.derived").first().n == 2
     (sql / "models" / "base_view.sql").write_text(
         "{{ config(materialized='view') }}\nselect id from {{ ref('base') }}")
-    assert runner.build(spark, runner.load_project(settings)) == ["base_view", "derived"]
+    assert runner.build(spark, sql_project.load_project(settings)) == ["base_view", "derived"]
     version = delta_log.current_version(spark, settings, "derived")
     # A changed var changes base's SQL; derived reads base through the view, so it rebuilds too.
-    rebuilt = runner.build(spark, runner.load_project(settings, cli_vars={"rows": 4}))
+    rebuilt = runner.build(spark, sql_project.load_project(settings, cli_vars={"rows": 4}))
     assert rebuilt == ["base", "base_view", "derived"]
     assert spark.sql("select n from movielens.derived").first().n == 4
-    assert runner.build(spark, runner.load_project(settings), force=True) == [
+    assert runner.build(spark, sql_project.load_project(settings), force=True) == [
         "base", "base_view", "derived"]
+
+
+MANIFEST = """
+folders:
+  +materialized: table
+  models:
+    +tags: [build]
+    staging:
+      +materialized: view
+    reports:
+      +tags: [evaluate]
+vars:
+  threshold: 3
+"""
+
+
+def test_the_manifest_gives_folder_defaults_tags_and_var_defaults(tmp_path, new_warehouse):
+    sql = project_dir(tmp_path, {"staging/raw_numbers": "select 1 as n",
+                                 "marts/numbers": "select * from {{ ref('raw_numbers') }} "
+                                                  "where n < {{ var('threshold') }}",
+                                 "reports/numbers_report": "select * from {{ ref('numbers') }}",
+                                 "marts/own_view": "{{ config(materialized='view') }}\n"
+                                                   "select 2 as n"})
+    (sql / "reelhouse_project.yml").write_text(MANIFEST)
+    project = sql_project.load_project(with_sql(new_warehouse(), sql))
+    models = project.models
+    assert models["raw_numbers"].materialized == "view"  # its folder's default
+    assert models["numbers"].materialized == "table"  # the root's default
+    assert models["own_view"].materialized == "view"  # its own config() wins
+    assert models["numbers_report"].tags == {"build", "evaluate"}  # tags add up
+    assert project.tagged("evaluate") == ["numbers_report"]
+    assert project.select(["tag:evaluate"]) == ["numbers_report"]
+    assert rendering.render_query(project, "q", "{{ var('threshold') }}") == "3"
+    cli = sql_project.load_project(with_sql(new_warehouse(), sql), cli_vars={"threshold": 7})
+    assert rendering.render_query(cli, "q", "{{ var('threshold') }}") == "7"
+
+
+def test_a_new_test_kind_is_a_macro_and_a_singular_test_is_a_file(spark, tmp_path, new_warehouse):
+    sql = project_dir(tmp_path, {"numbers": "select id as n from range(5)",
+                                 "halves": "select n / 2 as half from {{ ref('numbers') }}"},
+                      yml="""
+models:
+  - name: numbers
+    columns:
+      - name: n
+        data_tests:
+          - below: {limit: 3, severity: warn}
+""")
+    (sql / "tests" / "generic").mkdir(parents=True)
+    (sql / "tests" / "generic" / "below.sql").write_text(
+        "{% macro test_below(model, column_name, limit) %}"
+        "select * from {{ model }} where {{ column_name }} >= {{ literal(limit) }}"
+        "{% endmacro %}")
+    (sql / "tests" / "halves_are_small.sql").write_text(
+        "select * from {{ ref('halves') }} where half > 1")
+    settings = with_sql(new_warehouse(), sql)
+    project = sql_project.load_project(settings)
+    assert [test.name for test in project.singular_tests["halves"]] == ["halves_are_small"]
+    runner.build(spark, project, ["numbers"])  # the custom kind fails 2 rows, as a warning
+    with pytest.raises(ReelhouseError, match=r"halves_are_small\(halves\) \(2 rows\)"):
+        runner.build(spark, project, ["halves"])
+    assert not registration.table_exists(spark, settings, "halves")  # nothing was written
+
+
+def test_a_range_test_without_bounds_and_an_unknown_kind_fail_in_one_sentence(
+        tmp_path, new_warehouse):
+    for spec, message in (("accepted_range: {}", "needs min_value or max_value"),
+                          ("no_such_kind", "there is no macro test_no_such_kind")):
+        sql = project_dir(tmp_path / spec[:5], {"numbers": "select 1 as n"}, yml=f"""
+models:
+  - name: numbers
+    columns:
+      - name: n
+        data_tests: [{spec}]
+""")
+        project = sql_project.load_project(with_sql(new_warehouse(), sql))
+        with pytest.raises(ReelhouseError, match=message):
+            runner.compile_project(project)
+
+
+def test_a_render_error_names_the_models_own_line(tmp_path, new_warehouse):
+    sql = project_dir(tmp_path, {"broken": "select 1 as n\n\n{{ oops( }}\n"},
+                      macros="{% macro one() %}1{% endmacro %}\n" * 20)
+    with pytest.raises(ReelhouseError, match=r"Model broken does not render: .* \(line 3\)"):
+        sql_project.load_project(with_sql(new_warehouse(), sql))

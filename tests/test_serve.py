@@ -15,7 +15,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from pipelines import delta_log, ingest, pipeline, registration, runner, serve, writes
+from pipelines import (
+    delta_log,
+    fingerprints,
+    ingest,
+    pipeline,
+    registration,
+    runner,
+    serve,
+    sql_project,
+    writes,
+)
 from pipelines.errors import ReelhouseError
 
 from .test_ingest import latest_folder
@@ -217,13 +227,13 @@ def last_ratings_merge(spark, settings) -> dict[str, int]:
 def assert_ratings_is_a_full_rebuild(spark, settings):
     """ratings, as merged, equals its query's full result (the staging rows, deduplicated),
     and carries the docs and the fingerprint of the inputs it was built from."""
-    project = runner.load_project(settings, folders=("models",))
+    project = sql_project.load_project(settings, folders=("models",))
     model = project.models["ratings"]
-    sql = runner._render(project, model)
+    sql = fingerprints.render(project, model)
     full, table = spark.sql(sql), spark.table("movielens.ratings")
     assert full.exceptAll(table).count() == 0 and table.exceptAll(full).count() == 0
-    assert delta_log.table_property(spark, settings, "ratings", runner.FINGERPRINT) == \
-        runner.fingerprint(spark, project, model, sql)
+    assert delta_log.table_property(spark, settings, "ratings", fingerprints.PROPERTY) == \
+        fingerprints.fingerprint(spark, project, model, sql)
     assert spark.catalog.getTable("movielens.ratings").description == model.description
     assert table.schema["rating"].metadata["comment"] == \
         model.column_docs["rating"]["description"]
@@ -256,7 +266,7 @@ def test_a_replaced_ratings_file_updates_and_deletes_exactly_its_rows(spark, ser
         "userId,movieId,rating,timestamp\n9001,1,2.0,1700000100\n")
     registration.register_warehouse(spark, settings)
     ingest.ingest_dataset(spark, settings, folder)
-    runner.build(spark, runner.load_project(settings, folders=("models",)), ["+ratings"])
+    runner.build(spark, sql_project.load_project(settings, folders=("models",)), ["+ratings"])
     merged = last_ratings_merge(spark, settings)
     # (The file the late rows were in goes, both its rows having changed: removed, not copied.)
     assert {key: merged[key] for key in MERGE_METRICS[:4]} == {

@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 -- How many ratings users and movies have, as a histogram with doubling bins: bin b holds the
 -- users (or movies) with 2^b to 2^(b+1) - 1 ratings (1, 2-3, 4-7, 8-15, ...), so a heavy
 -- tail stays readable. Users and movies without ratings are left out. entity is 'user' or

@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 -- Test error of every model by the movie's genre. A movie counts in each of its genres, so a
 -- test row is in as many genre rows as its movie has genres; '(no genres listed)' holds
 -- movies without any, '(not in movies file)' rated movies the movies file does not list.

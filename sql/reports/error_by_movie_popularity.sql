@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 -- Test error of every model by how popular the movie was in train: 'niche' movies (up to
 -- var('niche_ratings_max', 10) train ratings), 'mid' (up to var('mid_ratings_max', 100)) or
 -- 'popular'. Every bucket has a row per model, with num_predictions 0 and null errors when no

@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 -- Test error of every model by how active the user was in train: 'few' train ratings
 -- (up to var('few_ratings_max', 30)), 'some' (up to var('some_ratings_max', 150)) or 'many'.
 -- Every bucket has a row per model, with num_predictions 0 and null errors when no test row

@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 -- The popularity long tail: every rated movie, most rated first, with the share of all
 -- ratings held by the movies up to and including it. 'head' movies are the most rated ones
 -- that together hold the first var('head_share_of_ratings', 0.5) of all ratings (a movie is

@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 -- Rating-prediction error of the latest ALS run and of three baselines, one row per model,
 -- all scored on the same test rows (test_predictions). error = prediction - rating;
 -- rmse = sqrt(mean(error^2)), mae = mean(|error|). ALS's rmse and mae are null for an

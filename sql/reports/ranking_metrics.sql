@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 -- Top-k ranking quality of the latest run's test lists and of two baselines, one row per
 -- (run, model, relevance, k), k from var('ranking_ks', '5,10') (a comma-separated list).
 -- Every list was made from train ratings only and never holds a movie the user rated in train.

@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 -- Every model's prediction for each test rating the latest ALS run scored: exactly the rows of
 -- predictions (test rows whose user and movie both have train ratings), so ALS and the
 -- baselines are compared on the same rows. The baselines learn from the train rows of

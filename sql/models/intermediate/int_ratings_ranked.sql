@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 -- Every staged ratings line once, parsed and ranked: the one place the raw ratings are
 -- parsed and deduplicated, read by both ratings (the winners) and rejected_ratings (the rest),
 -- which would otherwise each parse and rank every raw line (the largest cost of a build at

@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 -- One row per genre named in movies.genres, plus '(no genres listed)' for movies without
 -- any. A movie counts once in each of its genres, so num_movies and num_ratings add up to
 -- more than the totals across genres. Ratings of movies missing from the movies file have no

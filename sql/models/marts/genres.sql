@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 -- ml-100k's genre list from u.genre: each genre with the index of its flag column in u.item.
 -- Empty for the other formats, whose genres are named in movies.genres (see genre_stats).
 -- A repeated genre_id keeps the line read last (the others are in rejected_lines).

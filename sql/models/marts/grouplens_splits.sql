@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 -- ml-100k's own train/test splits (u1 .. u5, ua, ub), one row per (split_name, split_part,
 -- user_id, movie_id): what ratings_split reads for split_method 'grouplens'. Empty for
 -- every other layout. A pair repeated within one file keeps the line read last (the others

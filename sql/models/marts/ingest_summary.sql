@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 -- One row per kind of file the last ingest read: how many data lines it had, how many
 -- reached their mart (loaded) and how many did not (rejected; see rejected_ratings and
 -- rejected_lines). Tested: lines_read = raw_lines (ingest's count matches its table) and

@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 -- External ids per movie (ml-latest's links.csv): IMDb and TMDB ids and URLs. One row per
 -- movie_id; a repeated movie_id keeps the line read last (the others are in rejected_lines).
 

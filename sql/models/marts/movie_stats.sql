@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 -- One row per movie: in the movies file or rated (a full outer join, so a movie nobody rated
 -- shows num_ratings 0, and a rated movie missing from the movies file still shows, with a
 -- null title). bayesian_avg shrinks a movie's mean toward the global mean:

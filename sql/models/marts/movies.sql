@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 -- The movie catalogue: one row per movie_id from the movies file, with a readable title,
 -- its year and genres. A repeated movie_id keeps the line read last (the others are in
 -- rejected_lines). IMDb/TMDB ids are in links (1:1 on movie_id); ml-100k's u.item carries an

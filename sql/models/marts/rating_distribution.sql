@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 -- How often each rating value is given: one row per rating value present in ratings, with
 -- its share of all ratings and the cumulative share up to and including it.
 

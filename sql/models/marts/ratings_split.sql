@@ -23,8 +23,6 @@
         ~ fold ~ " of " ~ folds
     ) }}
 {%- endif %}
-{{ config(materialized='table') }}
-
 -- ratings, each labelled 'train' or 'test' for offline evaluation. Deterministic: the same
 -- ratings and vars give the same split on any cluster layout.
 -- split_method 'random': a rating is 'test' when a hash of (user_id, movie_id, split_seed),

@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 -- Every line of the movies, tags, links, users, genres and split files that did not reach
 -- its mart, with the reason: the lines staging rejected, plus lines whose key (movie_id,
 -- user_id, genre_id, a pair within one split file) repeats, of which only the line read last

@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 -- Every ratings line that did not become a row of ratings, with the reason: the lines staging
 -- rejected, plus repeated (user, movie) pairs, of which only the latest rating is kept.
 -- count(ratings) + count(rejected_ratings) = lines in the ratings file(s).

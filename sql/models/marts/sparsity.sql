@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 -- How sparse the user x movie rating matrix is, in one row: users and movies that have at
 -- least one rating, the density num_ratings / (num_users * num_movies), and exact quantiles
 -- (percentile, not approx_percentile) of ratings per user and per movie.

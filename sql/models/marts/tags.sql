@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 -- Free-text tags users put on movies (ml-latest tags.csv, ml-10m tags.dat): every good line.
 -- A user may tag the same movie with the same tag more than once; each line is kept, keyed
 -- by its source line.

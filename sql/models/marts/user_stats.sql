@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 -- One row per user: who rated, plus (where the format has demographics) users who rated
 -- nothing, with num_ratings 0. Activity: first and last rating, the days between them, and
 -- the number of distinct days (UTC) with at least one rating.

@@ -1,5 +1,3 @@
-{{ config(materialized='table') }}
-
 -- User demographics where the format has them (ml-100k u.user, ml-1m users.dat); empty for
 -- ml-latest and ml-10m. One row per user_id; a repeated user_id keeps the line read last (the
 -- others are in rejected_lines).

@@ -1,5 +1,3 @@
-{{ config(materialized='view') }}
-
 -- ml-100k's genre list (u.genre, `genre|index`), one row per line; empty for other formats.
 -- u.genre may end with an empty line: it is rejected as 'empty line' like any other.
 

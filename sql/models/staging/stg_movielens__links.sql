@@ -1,5 +1,3 @@
-{{ config(materialized='view') }}
-
 -- One row per line of ml-latest's links.csv `movieId,imdbId,tmdbId`, parsed; reject_reason
 -- says why a line is unusable. imdbId is zero-padded to 7 digits; tmdbId may be empty.
 -- Other formats have no links file (ml-100k keeps an IMDb URL in u.item instead).

@@ -1,5 +1,3 @@
-{{ config(materialized='view') }}
-
 -- One row per line of the movies file, parsed; reject_reason says why a line is unusable.
 -- ml-latest movies.csv `movieId,title,genres` (the title CSV-quoted when it holds a comma or a
 -- quote, quotes doubled inside); ml-100k u.item `id|title|release date|video release date|

@@ -1,5 +1,3 @@
-{{ config(materialized='view') }}
-
 -- One row per line of the ratings file, parsed: good rows have a null reject_reason, bad
 -- ones say why (the first problem found). Formats: ml-latest `userId,movieId,rating,timestamp`,
 -- ml-100k u.data TAB-separated, ml-1m/ml-10m `UserID::MovieID::Rating::Timestamp`.

@@ -1,5 +1,3 @@
-{{ config(materialized='view') }}
-
 -- One row per line of ml-100k's own split files (u1.base, u1.test .. ub.test), parsed into
 -- the split it belongs to (split_name 'u1' .. 'u5', 'ua', 'ub'), its part ('train' for
 -- .base, 'test' for .test) and the (user_id, movie_id) pair; the rating and timestamp fields

@@ -1,5 +1,3 @@
-{{ config(materialized='view') }}
-
 -- One row per line of the tags file, parsed; reject_reason says why a line is unusable.
 -- ml-latest tags.csv `userId,movieId,tag,timestamp` (the tag CSV-quoted when it holds a comma
 -- or a quote); ml-10m tags.dat `UserID::MovieID::Tag::Timestamp`. Other formats have no tags.

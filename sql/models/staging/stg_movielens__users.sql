@@ -1,5 +1,3 @@
-{{ config(materialized='view') }}
-
 -- One row per line of the users file, parsed; reject_reason says why a line is unusable.
 -- ml-100k u.user `user id|age|gender|occupation|zip code` (exact age, occupation as text);
 -- ml-1m users.dat `UserID::Gender::Age::Occupation::Zip-code` (age and occupation as codes,
