@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 
 from pipelines import delta_log, evaluate, naming, progress, registration
 from pipelines.report_page import render_html
@@ -128,20 +127,13 @@ def summary_lines(data: dict) -> list[str]:
         lines.append(f"data: {sparsity['num_ratings']:,} ratings by {sparsity['num_users']:,} "
                      f"users on {sparsity['num_movies']:,} movies "
                      f"(density {(sparsity['density'] or 0) * 100:.2f}%)")
-    metrics = {row["model"]: row for row in data.get("model_metrics") or []}
-    als = metrics.get("als")
-    baselines = [row for m, row in metrics.items() if m != "als" and row["rmse"] is not None]
-    if als and als["rmse"] is not None and baselines:
-        best = min(baselines, key=lambda row: row["rmse"])
+    run = evaluate.run_summary(data.get("model_metrics") or [], data.get("ranking_metrics") or [])
+    if run.best_baseline is not None:
+        als, best = run.als, run.best_baseline
         lines.append(f"test RMSE: ALS {als['rmse']:.4f}, best baseline {best['model']} "
                      f"{best['rmse']:.4f} ({(als['rmse'] / best['rmse'] - 1) * 100:+.1f}%)")
-    ranking = [row for row in data.get("ranking_metrics") or [] if row["relevance"] == "any"]
-    if ranking:
-        largest = max(row["k"] for row in ranking)
-        at_k = {row["model"]: SimpleNamespace(**row) for row in ranking if row["k"] == largest}
-        served = next((row for row in at_k.values() if row.served), None)
-        if served is not None:
-            lines.append(evaluate.ranking_line(served, at_k))
+    if run.served is not None:
+        lines.append(evaluate.ranking_line(run))
     trials = [row for row in data.get("tuning") or [] if row["validation_rmse"] is not None]
     if trials and trials[0]["objective"] != "ranking":
         best = min(trials, key=lambda row: row["validation_rmse"])
