@@ -7,6 +7,8 @@ exist, builds the models with the runner and prints a two-line summary.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pipelines import naming, progress, registration, runner, sql_project
 from pipelines.errors import ReelhouseError
 from pipelines.settings import Settings
@@ -76,44 +78,66 @@ def evaluate(spark, settings: Settings, cli_vars: dict | None = None,
     return rebuilt
 
 
+@dataclass(frozen=True)
+class RunSummary:
+    """A run's headline numbers, computed once for both terminal summaries (`evaluate` and
+    `report`): the rating model against its best baseline on test RMSE, and the served lists
+    at the largest k on the standard protocol (any held-out rating relevant)."""
+    als: dict | None  # the rating model's model_metrics row, when a baseline is there too
+    best_baseline: dict | None  # the baseline with the lowest test RMSE
+    served: dict | None  # the served model's ranking_metrics row at the largest k
+    ranking: dict[str, dict]  # every list model's row at that k, by model
+
+
+def run_summary(model_metrics: list[dict], ranking_metrics: list[dict]) -> RunSummary:
+    """The headline numbers from the rows of model_metrics and ranking_metrics."""
+    errors = {row["model"]: row for row in model_metrics}
+    als = errors.get("als")
+    baselines = [row for model, row in errors.items() if model != "als" and row["rmse"] is not None]
+    best = None
+    if als is not None and als["rmse"] is not None and baselines:
+        best = min(baselines, key=lambda row: row["rmse"])
+    standard = [row for row in ranking_metrics if row["relevance"] == "any"]
+    largest = max((row["k"] for row in standard), default=None)
+    ranking = {row["model"]: row for row in standard if row["k"] == largest}
+    return RunSummary(als=als if best is not None else None, best_baseline=best,
+                      served=next((row for row in ranking.values() if row["served"]), None),
+                      ranking=ranking)
+
+
 def summary(spark, settings: Settings) -> list[str]:
     """The rating model against its best baseline, and the served lists against most-rated on
-    the standard protocol (two tiny tables read)."""
-    errors = {row.model: row for row in spark.table(
-        naming.qualified(settings, "model_metrics")).collect()}  # one row per model
-    ranking = spark.sql(f"""
-        select * from {naming.qualified(settings, 'ranking_metrics')}
-        where relevance = 'any'
-          and k = (select max(k) from {naming.qualified(settings, 'ranking_metrics')})
-        """).collect()  # one row per model
+    the standard protocol (two tiny tables read: one row per model, and per model, k and
+    relevance)."""
+    def rows(name: str) -> list[dict]:
+        return [row.asDict() for row in spark.table(naming.qualified(settings, name)).collect()]
+
+    run = run_summary(rows("model_metrics"), rows("ranking_metrics"))
     lines = []
-    als = errors.get("als")
-    baselines = [row for model, row in errors.items() if model != "als" and row.rmse is not None]
-    if als is not None and als.rmse is not None and baselines:
-        best = min(baselines, key=lambda row: row.rmse)
-        verdict = "beats" if als.rmse < best.rmse else "does NOT beat"
-        lines.append(f"test RMSE: rating model (explicit ALS) {als.rmse:.4f} {verdict} the best "
-                     f"baseline ({best.model} {best.rmse:.4f}) on {als.num_predictions:,} test "
-                     "rows")
-    served = next((row for row in ranking if row.served), None)
-    by_model = {row.model: row for row in ranking}
-    if served is not None:
-        lines.append(ranking_line(served, by_model))
+    if run.best_baseline is not None:
+        als, best = run.als, run.best_baseline
+        verdict = "beats" if als["rmse"] < best["rmse"] else "does NOT beat"
+        lines.append(f"test RMSE: rating model (explicit ALS) {als['rmse']:.4f} {verdict} the "
+                     f"best baseline ({best['model']} {best['rmse']:.4f}) on "
+                     f"{als['num_predictions']:,} test rows")
+    if run.served is not None:
+        lines.append(ranking_line(run))
     return lines
 
 
-def ranking_line(served, by_model: dict) -> str:
+def ranking_line(run: RunSummary) -> str:
     """'lists served by …: NDCG@k …, lift over most-rated …' for the terminal and report."""
-    line = (f"lists served by {served.model} (refit on every rating to serve): "
-            f"NDCG@{served.k} {_number(served.ndcg_at_k)}, precision@{served.k} "
-            f"{_number(served.precision_at_k)} on {served.num_evaluated_users:,} test users "
-            "(any held-out rating relevant, train movies excluded)")
-    popular = by_model.get("most_rated")
-    if popular is not None and served.ndcg_lift_over_most_rated is not None:
-        line += (f"; most-rated {_number(popular.ndcg_at_k)}, lift "
-                 f"{served.ndcg_lift_over_most_rated:.2f}x")
-    others = [f"{model} {_number(row.ndcg_at_k)}" for model, row in sorted(by_model.items())
-              if model not in (served.model, "most_rated")]
+    served = run.served
+    line = (f"lists served by {served['model']} (refit on every rating to serve): "
+            f"NDCG@{served['k']} {_number(served['ndcg_at_k'])}, precision@{served['k']} "
+            f"{_number(served['precision_at_k'])} on {served['num_evaluated_users']:,} test "
+            "users (any held-out rating relevant, train movies excluded)")
+    popular = run.ranking.get("most_rated")
+    if popular is not None and served["ndcg_lift_over_most_rated"] is not None:
+        line += (f"; most-rated {_number(popular['ndcg_at_k'])}, lift "
+                 f"{served['ndcg_lift_over_most_rated']:.2f}x")
+    others = [f"{model} {_number(row['ndcg_at_k'])}" for model, row in sorted(run.ranking.items())
+              if model not in (served["model"], "most_rated")]
     return line + (f" ({', '.join(others)})" if others else "")
 
 

@@ -14,7 +14,7 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from pipelines import evaluate, report, runner, sql_project, writes
+from pipelines import charts, evaluate, report, report_page, runner, sql_project, writes
 from tests.conftest import fresh_warehouse
 
 CHROMIUM = "/usr/bin/chromium"
@@ -200,7 +200,7 @@ def test_the_console_check_sees_a_page_error(tmp_path):
 
 
 def test_sections_without_their_tables_say_what_to_run():
-    page = report.render_html({"generated_at": "now", "warehouse": "/w"})
+    page = report_page.render_html({"generated_at": "now", "warehouse": "/w"})
     assert "reelhouse build" in page and "reelhouse train" in page
     assert "reelhouse evaluate" in page and "reelhouse tune" in page
     assert "<svg" not in page
@@ -213,7 +213,7 @@ def test_sections_without_their_tables_say_what_to_run():
     (0, 1040, [0, 250, 500, 750, 1000, 1250]),
 ])
 def test_axis_ticks_are_round_and_cover_the_data(low, high, expected):
-    assert report.nice_ticks(low, high) == pytest.approx(expected)
+    assert charts.nice_ticks(low, high) == pytest.approx(expected)
 
 
 def test_a_run_leaves_a_report_made_from_the_same_table_versions_as_it_is(
@@ -241,7 +241,7 @@ def test_a_ranking_tune_is_drawn_with_higher_ndcg_as_best():
     trials = [{"tune_id": "tune-2", "objective": "ranking", "rank": rank, "reg_param": reg,
                "validation_rmse": None, "validation_ndcg_at_10": 0.2 + rank / 1000 - reg / 10,
                "num_trials": 1} for rank in (32, 64) for reg in (0.1, 0.3)]
-    html = report.section_tuning({"tuning": trials})
+    html = report_page.section_tuning({"tuning": trials})
     assert "Validation NDCG@10 by rank and regParam" in html
     assert "Best: rank 64, regParam 0.1 (0.2540)" in html
     assert html.count('stroke="#d62728"') == 1  # one cell outlined
