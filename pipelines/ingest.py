@@ -328,6 +328,6 @@ def _unreadable(paths: list[str], exc: Exception) -> ReelhouseError:
         text = str(cause.toString()) if cause is not None else spark_message(exc)
     except Exception:  # the JVM object is gone: Spark's own line will do
         text = spark_message(exc)
-    reason = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
+    reason = text.strip().splitlines()[0][:200] if text.strip() else spark_message(exc, 200)
     return ReelhouseError(f"{', '.join(paths)} could not be read ({reason}): the file may be "
                           "truncated or damaged; replace it.")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipelines import delta_log, naming, progress, storage
-from pipelines.errors import ReelhouseError
+from pipelines.errors import ReelhouseError, spark_message
 from pipelines.settings import Settings
 
 DELTA_DEFAULT_RETENTION_HOURS = 168.0
@@ -32,7 +32,7 @@ def restore_version(spark, settings: Settings, table: str, version: int) -> None
         spark.sql(f"restore table {name} to version as of {int(version)}")
     except Exception as exc:
         raise ReelhouseError(
-            f"{name} cannot go back to version {version} ({str(exc).splitlines()[0][:160]}): "
+            f"{name} cannot go back to version {version} ({spark_message(exc, 160)}): "
             "its files may have been vacuumed.") from exc
     progress.say(f"{name} restored to version {version} (as new version {latest + 1})")
 

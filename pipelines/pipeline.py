@@ -27,7 +27,7 @@ from pipelines import (
     train,
     writes,
 )
-from pipelines.errors import ReelhouseError
+from pipelines.errors import ReelhouseError, spark_message
 from pipelines.settings import STEPS, Settings
 
 DEFAULT_SYNTHETIC_RATINGS = 100_000
@@ -151,7 +151,7 @@ def run_pipeline(spark, settings: Settings, data_dir: Path, run_id: str,
         row["status"] = "succeeded"
     except BaseException as exc:
         row["status"] = "failed"
-        row["error_message"] = str(exc).strip().splitlines()[0][:1000] if str(exc) else repr(exc)
+        row["error_message"] = spark_message(exc, 1000)
         raise
     finally:
         row["finished_at"] = datetime.now(UTC).replace(tzinfo=None)

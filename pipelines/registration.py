@@ -13,6 +13,7 @@ import re
 import sys
 
 from pipelines import naming, storage
+from pipelines.errors import spark_message
 from pipelines.settings import Settings
 
 
@@ -74,8 +75,8 @@ def register_warehouse(spark, settings: Settings) -> list[str]:
         try:
             spark.sql(view_statement(settings, name, views[name], source))
         except Exception as exc:  # e.g. a table it reads is gone: the rest stays usable
-            first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc
-            print(f"reelhouse: view {schema}.{name} skipped: {first_line}", file=sys.stderr)
+            print(f"reelhouse: view {schema}.{name} skipped: {spark_message(exc, 200)}",
+                  file=sys.stderr)
     return tables
 
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from pipelines import jvm, naming, progress, registration, storage
-from pipelines.errors import ReelhouseError
+from pipelines.errors import ReelhouseError, spark_message
 from pipelines.settings import Settings
 
 LOOPBACK_NAMES = ("localhost",)
@@ -57,7 +57,7 @@ def _keep_catalog_fresh(spark, settings: Settings, stop: threading.Event, second
             registered_from = listing if listing[0] == set(tables) else None
         except Exception as exc:  # storage hiccup: say so, keep serving, try again next tick
             registered_from = None
-            progress.say(f"catalog refresh failed (will retry): {str(exc).splitlines()[0]}")
+            progress.say(f"catalog refresh failed (will retry): {spark_message(exc)}")
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 10000,
@@ -111,7 +111,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 10000,
         spark.stop()
         raise ReelhouseError(
             f"The Thrift server could not start on {host}:{port} "
-            f"({str(exc).splitlines()[0][:160]}): is the port already in use?") from exc
+            f"({spark_message(exc, 160)}): is the port already in use?") from exc
     stop = threading.Event()
     refresher = threading.Thread(target=_keep_catalog_fresh,
                                  args=(spark, settings, stop, refresh_seconds), daemon=True)

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from pipelines import jvm
-from pipelines.errors import ReelhouseError
+from pipelines.errors import ReelhouseError, spark_message
 from pipelines.settings import Settings
 
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
@@ -124,7 +124,7 @@ def create_spark(settings: Settings, app_name: str = "reelhouse", register: bool
         spark = builder.getOrCreate()
     except Exception as exc:  # the JVM did not start: say so in one sentence
         raise ReelhouseError(
-            f"Spark could not start ({str(exc).splitlines()[0][:200]}): check Java 17, "
+            f"Spark could not start ({spark_message(exc, 200)}): check Java 17, "
             "the --master URL and the --conf settings.") from exc
     spark.sparkContext.setLogLevel("ERROR")
     quiet_pyspark_error_logs()

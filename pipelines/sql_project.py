@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from pipelines import naming, rendering
-from pipelines.errors import ReelhouseError
+from pipelines.errors import ReelhouseError, spark_message
 from pipelines.settings import Settings, packaged_project_dir
 
 MANIFEST = "reelhouse_project.yml"
@@ -187,7 +187,7 @@ def read_manifest(project_dir: Path) -> dict:
     try:
         manifest = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ReelhouseError(f"{path} is not valid YAML: {exc}".splitlines()[0]) from exc
+        raise ReelhouseError(f"{path} is not valid YAML: {spark_message(exc)}.") from exc
     if not isinstance(manifest, dict):
         raise ReelhouseError(f"{path} must be a mapping (name:, folders:, vars:).")
     return manifest

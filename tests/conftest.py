@@ -78,3 +78,22 @@ def fresh_warehouse(spark, tmp_path_factory, name: str = "warehouse") -> Setting
 def new_warehouse(spark, tmp_path_factory):
     """A function giving Settings for a fresh, empty warehouse (per test)."""
     return lambda name="warehouse": fresh_warehouse(spark, tmp_path_factory, name)
+
+
+@pytest.fixture(scope="session")
+def installed_reelhouse(tmp_path_factory) -> Path:
+    """`reelhouse` from a plain `pip install .` (not editable) of this checkout into a fresh
+    virtualenv: what a user gets, with the SQL project inside the package and no checkout
+    to fall back on. Returns its `reelhouse` command."""
+    import os
+    import subprocess
+    import sys
+
+    venv = tmp_path_factory.mktemp("installed") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("PYTHONPATH", "REELHOUSE_PROJECT_DIR")}
+    done = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", str(CHECKOUT_DIR)],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return venv / "bin" / "reelhouse"

@@ -93,3 +93,34 @@ def test_a_failed_run_puts_back_what_its_earlier_steps_committed(spark, new_ware
     runs = {r.run_id: r for r in spark.table("movielens.pipeline_runs").collect()}
     assert runs["run-1"].status == "succeeded" and runs["run-2"].status == "failed"
     assert "ingest_summary" in runs["run-2"].error_message
+
+
+def test_a_plain_install_carries_the_sql_project_and_a_project_dir_replaces_it(
+        installed_reelhouse, tmp_path):
+    """`pip install .` ships the models, macros, tests and functions: from an empty folder the
+    installed `reelhouse` compiles every model the checkout has (the full run from an installed
+    package is test_real_data's). --project-dir points it at a user's own copy instead."""
+    from pipelines.settings import CHECKOUT_DIR
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = subprocess.run([str(installed_reelhouse), "compile"], cwd=empty,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    compiled = {path.stem for path in (empty / "target" / "compiled").rglob("*.sql")
+                if path.parent.name != "tests"}
+    checkout_models = {path.stem for folder in ("models", "reports")
+                       for path in (CHECKOUT_DIR / "sql" / folder).rglob("*.sql")}
+    assert compiled == checkout_models
+    tests = list((empty / "target" / "compiled" / "tests").glob("*.sql"))
+    assert len(tests) > 100  # the YAML's generic tests rendered from the packaged macros
+
+    mine = tmp_path / "my_project"
+    (mine / "models").mkdir(parents=True)
+    (mine / "reelhouse_project.yml").write_text("folders:\n  models:\n    +tags: [build]\n")
+    (mine / "models" / "answer.sql").write_text("select 42 as answer")
+    done = subprocess.run([str(installed_reelhouse), "compile", "--project-dir", str(mine)],
+                          cwd=empty, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (empty / "target" / "compiled" / "models" / "answer.sql").read_text().strip() == \
+        "select 42 as answer"

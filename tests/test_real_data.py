@@ -29,10 +29,11 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def served_run(spark, tmp_path_factory):
+def served_run(spark, tmp_path_factory, installed_reelhouse):
     """The module's one pipeline run on real data: `reelhouse run` (ingest, build, train,
-    evaluate) in its own process, on a fresh warehouse that `reelhouse serve` serves
-    throughout. Yields (settings, port, the run's stderr)."""
+    evaluate) in its own process, from an empty folder, by the `reelhouse` of a plain
+    `pip install .` (its SQL project is the one inside the package), on a fresh warehouse
+    that `reelhouse serve` serves throughout. Yields (settings, port, the run's stderr)."""
     settings = fresh_warehouse(spark, tmp_path_factory, "ml_latest_small")
     port = free_port()
     env = {**os.environ, "REELHOUSE_DRIVER_MEMORY": "1g"}
@@ -45,8 +46,8 @@ def served_run(spark, tmp_path_factory):
     try:
         with open(log, "w") as stderr:  # the run starts as the server does: both take a while
             run = subprocess.Popen(
-                REELHOUSE + ["run", "--warehouse", settings.warehouse, "--data", str(REAL_DATA),
-                             "--conf", "spark.ui.enabled=false"],
+                [str(installed_reelhouse), "run", "--warehouse", settings.warehouse,
+                 "--data", str(REAL_DATA), "--conf", "spark.ui.enabled=false"],
                 stdout=subprocess.DEVNULL, stderr=stderr, text=True, cwd=log.parent,
                 env={**env, "REELHOUSE_DRIVER_MEMORY": "2g"})  # cwd: its report lands there
             wait_for_ready(server, seconds=900)
