@@ -18,6 +18,7 @@ from pipelines import (
     delta_log,
     evaluate,
     ingest,
+    model_runs,
     naming,
     progress,
     registration,
@@ -98,10 +99,10 @@ def needs_training(spark, settings: Settings) -> bool:
     """Train unless the latest model run read exactly the input versions there are now. What
     this run rebuilt is not enough to go by: a run killed after its build committed new
     inputs, but before training, leaves the next run nothing to rebuild."""
-    latest = train.latest_run(spark, settings)
+    latest = model_runs.latest_run(spark, settings)
     if latest is None:
         return True
-    return dict(latest.input_versions or {}) != train.input_versions(spark, settings)
+    return dict(latest.input_versions or {}) != model_runs.input_versions(spark, settings)
 
 
 def run_pipeline(spark, settings: Settings, data_dir: Path, run_id: str,
