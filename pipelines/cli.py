@@ -422,13 +422,13 @@ def dispatch(args: argparse.Namespace) -> int:
     from pipelines.session import create_spark
 
     if args.command == "run":
-        from pipelines import lock, pipeline
+        from pipelines import lock, pipeline, run_ids
 
         steps = tuple(s.strip() for s in args.steps.split(",") if s.strip())
         unknown = [s for s in steps if s not in STEPS]
         if unknown:
             raise ReelhouseError(f"--steps {','.join(unknown)}: the steps are {', '.join(STEPS)}.")
-        run_id = pipeline.new_run_id()
+        run_id = run_ids.new_run_id()
         # The lock comes first: a second run is refused at once, before Spark even starts.
         with lock.run_lock(settings, run_id) as abandoned:
             data_dir = Path(args.data) if args.data else pipeline.default_dataset(Path.cwd())

@@ -4,10 +4,8 @@ it is there), putting the tables back when a run fails or was killed, and its ch
 
 from __future__ import annotations
 
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime
 
 from pipelines import delta_log, naming, progress, registration, storage, writes
 from pipelines.errors import ReelhouseError
@@ -141,10 +139,6 @@ def run_checkpoints(spark, settings: Settings, run_id: str):
             storage.delete_path(spark, folder)
         except Exception as exc:  # leftover checkpoints waste space but harm nothing
             progress.say(f"could not delete the checkpoints in {folder}: {exc}")
-
-
-def new_run_id(now: datetime) -> str:
-    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 
 def record_run(spark, settings: Settings, row: tuple) -> None:

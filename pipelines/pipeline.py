@@ -8,7 +8,6 @@ Every run, whatever its end, gets a row in movielens.pipeline_runs.
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from pipelines import (
     progress,
     registration,
     report,
+    run_ids,
     runner,
     storage,
     train,
@@ -35,11 +35,6 @@ DEFAULT_SYNTHETIC_RATINGS = 100_000
 RUNS_SCHEMA = ("run_id string, started_at timestamp, finished_at timestamp, status string, "
                "data_dir string, step_seconds map<string, double>, row_counts map<string, bigint>, "
                "models_rebuilt array<string>, error_message string")
-
-
-def new_run_id() -> str:
-    """Sortable by time, unique without coordination."""
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
 
 @contextmanager
@@ -192,7 +187,7 @@ def record_start_cache(settings: Settings, path: Path) -> None:
                                    target_dir=scratch_dir / "target")
         spark = create_spark(scratch_settings, app_name="reelhouse-start-cache",
                              record_start_cache=partial)
-        run_pipeline(spark, scratch_settings, scratch_dir / "data", new_run_id())
+        run_pipeline(spark, scratch_settings, scratch_dir / "data", run_ids.new_run_id())
         process = spark.sparkContext._gateway.proc
         spark.stop()
         process.stdin.close()  # the JVM exits when its stdin closes, writing the cache first

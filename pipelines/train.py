@@ -44,6 +44,7 @@ from pipelines import (
     naming,
     progress,
     registration,
+    run_ids,
     top_lists,
     writes,
 )
@@ -72,7 +73,7 @@ def train(spark, settings: Settings, params: als.TrainParams | None = None,
     before = model_runs.recover_interrupted(spark, settings)
     started_at = datetime.now(UTC)
     clock = time.monotonic()
-    run_id = model_runs.new_run_id(started_at)
+    run_id = run_ids.new_run_id(started_at)
     model_path = f"{settings.warehouse}/_models/{run_id}"
     cached: list = []
     try:

@@ -17,6 +17,7 @@ from pipelines import (
     naming,
     progress,
     registration,
+    run_ids,
     runner,
     top_lists,
     writes,
@@ -183,7 +184,7 @@ def tune(spark, settings: Settings, grid: TuneGrid | None = None) -> str:
     registration.register_warehouse(spark, settings)  # the inputs are read by name
     versions = model_runs.input_versions(spark, settings)
     tuned_at = datetime.now(UTC)
-    tune_id = model_runs.new_run_id(tuned_at)
+    tune_id = run_ids.new_run_id(tuned_at)
     trial_ids = [f"{tune_id}-{index + 1:03d}" for index in range(len(trials))]
     split = model_runs.read_input(spark, settings, "ratings_split", versions)
     train_rows = split.where("split = 'train'").select("user_id", "movie_id", "rating")
