@@ -99,14 +99,12 @@ TRIAL_DOCS = {
 }
 
 
-def validation_split(train_rows, fraction: float, seed: int):
-    """(fit rows, validation rows), both carved from the train rows only: a hash of
-    (user_id, movie_id, seed, 'validation') in [0, 1) below `fraction` marks validation, so it
-    does not depend on partitioning. The salt keeps it independent of the test split, which
-    hashes (user_id, movie_id, seed) the same way: with the same seed and no salt, every train
-    row would hash above the test fraction and the validation share would be empty."""
-    draw = (f"cast(shiftrightunsigned(xxhash64(user_id, movie_id, {int(seed)}, 'validation'), "
-            "11) as double) / power(2, 53)")
+def validation_split(settings: Settings, train_rows, fraction: float, seed: int):
+    """(fit rows, validation rows), both carved from the train rows only: a draw below
+    `fraction` marks validation. The draw is the split_draw macro (sql/macros/splits.sql) that
+    ratings_split uses, salted with 'validation' so it is independent of the test split."""
+    draw = runner.render_query(runner.load_project(settings), "validation_split",
+                               "{{ split_draw(" + str(int(seed)) + ", \"'validation'\") }}")
     marked = train_rows.selectExpr("*", f"{draw} < {fraction!r} as is_validation")
     return (marked.where("not is_validation").drop("is_validation"),
             marked.where("is_validation").drop("is_validation"))
@@ -188,7 +186,8 @@ def tune(spark, settings: Settings, grid: TuneGrid | None = None) -> str:
     trial_ids = [f"{tune_id}-{index + 1:03d}" for index in range(len(trials))]
     split = model_runs.read_input(spark, settings, "ratings_split", versions)
     train_rows = split.where("split = 'train'").select("user_id", "movie_id", "rating")
-    fit_rows, validation_rows = validation_split(train_rows, grid.validation_fraction, grid.seed)
+    fit_rows, validation_rows = validation_split(settings, train_rows, grid.validation_fraction,
+                                                 grid.seed)
     cached = [fit_rows.cache(), validation_rows.cache()]
     try:
         scale = als.rating_scale(model_runs.read_input(spark, settings, "ratings", versions))

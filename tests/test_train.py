@@ -423,7 +423,7 @@ def test_tune_with_the_ranking_objective_scores_lists_on_the_validation_share(sp
         (True, 2, "ranking"), (True, 4, "ranking"), (False, PARAMS.rank, "ranking")]
     train_rows = spark.sql("select user_id, movie_id, rating from movielens.ratings_split "
                            "where split = 'train'")
-    _, validation = tune.validation_split(train_rows, 0.2, grid.seed)
+    _, validation = tune.validation_split(settings, train_rows, 0.2, grid.seed)
     validation_users = validation.select("user_id").distinct().count()
     for trial in trials:
         assert 0 < trial.validation_ndcg_at_10 <= 1 and trial.validation_rmse is None
