@@ -119,7 +119,7 @@ def measure(spark, settings: Settings, points) -> list[dict]:
         params = params.validated()
         key = (params.bias_centred, params.user_bias_damping, params.movie_bias_damping)
         if key not in bases:
-            bases[key] = als.baseline(spark, train_rows, params)
+            bases[key] = als.baseline(spark, settings, train_rows, params)
         result = tune.evaluate_trial(spark, settings, train_rows, test_rows, bases[key],
                                       params, scale)
         results.append({"setting": label, "rank": params.rank, "max_iter": params.max_iter,

@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 
-from pipelines import naming, progress
+from pipelines import naming, progress, runner
 from pipelines.errors import ReelhouseError
 from pipelines.settings import Settings
 
@@ -158,29 +158,37 @@ class Baseline:
     movie_biases: object = None
 
 
-def baseline(spark, train_rows, params: TrainParams) -> Baseline:
+BASELINE_INPUTS = [("global_mean_rating", "double"), ("movie_bias_damping", "double"),
+                   ("user_bias_damping", "double")]
+
+
+def baseline(spark, settings: Settings, train_rows, params: TrainParams) -> Baseline:
     """Global mean, then damped movie biases, then damped user biases on what the movie
-    biases leave, all in SQL (one scalar is collected: the mean, a literal from then on)."""
+    biases leave: the macros of sql/macros/biases.sql, which test_predictions' baseline uses
+    too. One scalar is collected, the mean; a literal from then on."""
     if not params.bias_centred:
         return Baseline(0.0)
+    project = runner.load_project(settings)
+
+    def query(name: str, macro_call: str):
+        return spark.sql(runner.render_query(project, name, "{{ " + macro_call + " }}"))
+
     train_rows.createOrReplaceTempView("__train_bias_rows")
-    mean = spark.sql("select avg(rating) as global_mean from __train_bias_rows").first()[0]
+    mean = query("train_global_mean", "global_mean_rating('__train_bias_rows')").first()[0]
     if mean is None:
         raise ReelhouseError("There are no train rows in movielens.ratings_split to fit on.")
-    movie_biases = spark.sql(f"""
-        select movie_id,
-               sum(rating - {mean!r}) / (count(*) + {params.movie_bias_damping!r}) as bias
-        from __train_bias_rows
-        group by movie_id""")
-    movie_biases.createOrReplaceTempView("__train_movie_biases")
-    user_biases = spark.sql(f"""
-        select train.user_id,
-               sum(train.rating - {mean!r} - movie.bias)
-                   / (count(*) + {params.user_bias_damping!r}) as bias
-        from __train_bias_rows as train
-        join __train_movie_biases as movie on movie.movie_id = train.movie_id
-        group by train.user_id""")
-    return Baseline(float(mean), user_biases.cache(), movie_biases.cache())
+    naming.literal_rows(spark, BASELINE_INPUTS, [
+        (float(mean), float(params.movie_bias_damping), float(params.user_bias_damping)),
+    ]).createOrReplaceTempView("__train_baseline_inputs")
+    movie_biases = query("train_movie_biases", "damped_movie_biases('__train_bias_rows', "
+                         "'__train_baseline_inputs')") \
+        .selectExpr("movie_id", "movie_bias as bias").cache()
+    movie_biases.selectExpr("movie_id", "bias as movie_bias") \
+        .createOrReplaceTempView("__train_movie_biases")
+    user_biases = query("train_user_biases", "damped_user_biases('__train_bias_rows', "
+                        "'__train_movie_biases', '__train_baseline_inputs')") \
+        .selectExpr("user_id", "user_bias as bias").cache()
+    return Baseline(float(mean), user_biases, movie_biases)
 
 
 def residuals(train_rows, base: Baseline, params: TrainParams | None = None):
@@ -307,7 +315,7 @@ def fit_model(spark, settings: Settings, rows, params: TrainParams, run_id: str,
                        f"{', bias-centred' if params.bias_centred else ''}"
                        f"{f', implicit ({params.confidence}, alpha {params.alpha})' if params.implicit else ''}"  # noqa: E501
                        ) as step:
-        base = baseline(spark, rows, params)
+        base = baseline(spark, settings, rows, params)
         cached += [df for df in (base.user_biases, base.movie_biases) if df is not None]
         target = residuals(rows, base, params).cache()
         cached.append(target)

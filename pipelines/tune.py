@@ -238,7 +238,7 @@ def tune(spark, settings: Settings, grid: TuneGrid | None = None) -> str:
 
 def _tune_rmse(spark, settings, grid: TuneGrid, trials, fit_rows, validation_rows, scale,
                cached) -> list[dict]:
-    base = als.baseline(spark, fit_rows, trials[0])
+    base = als.baseline(spark, settings, fit_rows, trials[0])
     cached += [df for df in (base.user_biases, base.movie_biases) if df is not None]
 
     def run_trial(index_params):

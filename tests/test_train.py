@@ -15,7 +15,7 @@ from dataclasses import asdict, replace
 import numpy as np
 import pytest
 
-from pipelines import als, delta_log, model_runs, recommend, train, tune, writes
+from pipelines import als, delta_log, model_runs, recommend, runner, train, tune, writes
 from pipelines.errors import ReelhouseError
 from tests.conftest import fresh_warehouse
 
@@ -434,6 +434,36 @@ def test_tune_with_the_ranking_objective_scores_lists_on_the_validation_share(sp
     assert (best.implicit, best.rank) == (top.implicit, top.rank) and tune_id in why
 
 
+# --- the report's baseline ----------------------------------------------------------------------
+
+def test_the_reports_bias_baseline_uses_the_damping_train_used(spark, trained):
+    """`reelhouse train --user-bias-damping 8 --movie-bias-damping 3`, then the report:
+    test_predictions' user_movie_bias baseline is mu + b_user + b_movie of the biases this run
+    centred its ratings on (rating_*_factors), not the default damping's. (Adds a run, so it
+    comes after the tests that count runs.)"""
+    settings, _ = trained
+    default_biases = dict(spark.sql("select id, bias from movielens.rating_user_factors")
+                          .collect())
+    params = replace(PARAMS, max_iter=1, user_bias_damping=8.0, movie_bias_damping=3.0)
+    run_id = train.train(spark, settings, params, params)
+    runner.build(spark, runner.load_project(settings), ["test_predictions"])
+    rows = spark.sql(f"""
+        select report.user_id, users.bias as user_bias, report.user_movie_bias_prediction,
+               least(greatest(run.global_mean + users.bias + movies.bias,
+                              run.rating_scale_min), run.rating_scale_max) as trained
+        from movielens.test_predictions as report
+        join movielens.rating_user_factors as users on report.user_id = users.id
+        join movielens.rating_movie_factors as movies on report.movie_id = movies.id
+        join movielens.model_runs as run on report.run_id = run.run_id
+        where run.run_id = '{run_id}'""").collect()
+    assert len(rows) == spark.table("movielens.predictions").count() > 0
+    for row in rows:
+        assert row.user_movie_bias_prediction == pytest.approx(row.trained, abs=1e-9)
+    # and the damping took effect: with some 20 train ratings a user's bias moves with it
+    assert any(row.user_bias != pytest.approx(default_biases[row.user_id], abs=1e-6)
+               for row in rows)
+
+
 # --- synthetic data of known noise ---------------------------------------------------------------
 
 def test_synthetic_rmse_is_within_ten_percent_of_the_generators_floor(
@@ -451,7 +481,7 @@ def test_synthetic_rmse_is_within_ten_percent_of_the_generators_floor(
     params = als.TrainParams(rank=6, max_iter=10, reg_param=0.05, seed=1).validated()
     versions = model_runs.input_versions(spark, settings)
     rows = model_runs.read_input(spark, settings, "ratings_split", versions)
-    base = als.baseline(spark, rows.where("split = 'train'"), params)
+    base = als.baseline(spark, settings, rows.where("split = 'train'"), params)
     result = tune.evaluate_trial(spark, settings, rows.where("split = 'train'"),
                                   rows.where("split = 'test'"), base, params, (0.5, 5.0))
     assert result["rmse"] <= 1.10 * meta["expected_rmse_floor"]
