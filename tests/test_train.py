@@ -15,7 +15,7 @@ from dataclasses import asdict, replace
 import numpy as np
 import pytest
 
-from pipelines import als, delta_log, model_runs, recommend, runner, train, tune, writes
+from pipelines import als, delta_log, generate, model_runs, recommend, runner, train, tune, writes
 from pipelines.errors import ReelhouseError
 from tests.conftest import fresh_warehouse
 
@@ -245,7 +245,26 @@ def test_the_saved_rating_model_reproduces_predictions_by_itself(spark, trained)
     assert len(scored) == spark.table("movielens.predictions").count() > 0
     for row in scored:
         assert row.from_model == pytest.approx(row.stored, abs=1e-5)
-    assert ALSModel.load(f"{run.model_path}/lists").rank == LIST_PARAMS.rank
+
+
+def test_the_saved_list_model_holds_the_published_factors_and_scores_the_lists(spark, trained):
+    """ALSModel.load of lists/ is the serving fit: its factors are user_factors' and
+    movie_factors', and its transform() gives every served list's score (implicit: the raw
+    preference, no bias, no clipping)."""
+    from pyspark.ml.recommendation import ALSModel
+
+    model = ALSModel.load(f"{last_run(spark).model_path}/lists")
+    assert model.rank == LIST_PARAMS.rank
+    for saved, table in ((model.userFactors, "user_factors"),
+                         (model.itemFactors, "movie_factors")):
+        published = {r.id: list(r.factors) for r in spark.table(f"movielens.{table}").collect()}
+        assert {r.id: list(r.features) for r in saved.collect()} == published
+    served = spark.sql("select user_id, movie_id, score from movielens.recommendations "
+                       "where source = 'implicit_als'")
+    scored = model.transform(served).collect()
+    assert len(scored) == served.count() > 0
+    for row in scored:
+        assert row.prediction == pytest.approx(row.score, rel=1e-5, abs=1e-5)
 
 
 # --- recommend -----------------------------------------------------------------------------------
@@ -468,7 +487,6 @@ def test_the_reports_bias_baseline_uses_the_damping_train_used(spark, trained):
 
 def test_synthetic_rmse_is_within_ten_percent_of_the_generators_floor(
         spark, tmp_path_factory):
-    generate = pytest.importorskip("pipelines.generate")
     folder = tmp_path_factory.mktemp("synthetic")
     meta = generate.generate_dataset(folder, 24_000, num_users=200, num_movies=150, seed=3,
                                      noise_sigma=0.5, true_rank=4)
