@@ -27,20 +27,31 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from pipelines import delta_log, ingest, naming, registration, runner, sql_project, train
+from pipelines import (
+    als,
+    delta_log,
+    ingest,
+    model_runs,
+    naming,
+    registration,
+    runner,
+    sql_project,
+    train,
+    tune,
+)
 from pipelines.settings import CHECKOUT_DIR, Settings
 
 DEFAULT_DATA = CHECKOUT_DIR.parent / "shared" / "movielens" / "ml-latest-small"
 RESULTS = CHECKOUT_DIR / "bench" / "results" / "tmp"
 ISSUE_TARGET_RMSE = 0.845
 RANKING_TARGETS = {"ndcg_at_10": 0.35, "lift_over_most_rated": 1.8, "rmse": 0.8431}
-INPUT_MODELS = (*train.INPUT_TABLES, "movies")
+INPUT_MODELS = (*model_runs.INPUT_TABLES, "movies")
 
-SPARK_DEFAULTS = train.TrainParams(rank=10, max_iter=10, reg_param=0.1, bias_centred=False)
-OURS = train.TrainParams()
+SPARK_DEFAULTS = als.TrainParams(rank=10, max_iter=10, reg_param=0.1, bias_centred=False)
+OURS = als.TrainParams()
 
 
-def comparisons() -> list[tuple[str, train.TrainParams]]:
+def comparisons() -> list[tuple[str, als.TrainParams]]:
     """The settings compared on every dataset, each differing from a neighbour in one way."""
     return [
         ("Spark ALS defaults (rank 10, maxIter 10, regParam 0.1)", SPARK_DEFAULTS),
@@ -52,7 +63,7 @@ def comparisons() -> list[tuple[str, train.TrainParams]]:
     ]
 
 
-def grid() -> list[tuple[str, train.TrainParams]]:
+def grid() -> list[tuple[str, als.TrainParams]]:
     """A wider search (--grid), the one the defaults were chosen from."""
     points = []
     for bias in (False, True):
@@ -90,7 +101,7 @@ def warehouse_for(spark, settings: Settings, data_dir: Path, reuse: bool,
     registration.register_warehouse(spark, settings)
     registration.register_udfs(spark, settings)
     if reuse and all(delta_log.current_version(spark, settings, t) is not None
-                     for t in train.INPUT_TABLES):
+                     for t in model_runs.INPUT_TABLES):
         print(f"reusing the warehouse at {settings.warehouse}")
         return
     started = time.monotonic()
@@ -104,11 +115,11 @@ def warehouse_for(spark, settings: Settings, data_dir: Path, reuse: bool,
 def measure(spark, settings: Settings, points) -> list[dict]:
     """Test RMSE of each setting: fit on the train rows, score the warm test rows (exactly
     what `train` publishes as predictions, without writing the tables)."""
-    versions = train.input_versions(spark, settings)
-    split = train._read(spark, settings, "ratings_split", versions)
+    versions = model_runs.input_versions(spark, settings)
+    split = model_runs.read_input(spark, settings, "ratings_split", versions)
     train_rows = split.where("split = 'train'").select("user_id", "movie_id", "rating").cache()
     test_rows = split.where("split = 'test'").select("user_id", "movie_id", "rating").cache()
-    scale = train._rating_scale(spark, train._read(spark, settings, "ratings", versions))
+    scale = als.rating_scale(model_runs.read_input(spark, settings, "ratings", versions))
     print(f"{train_rows.count():,} train rows, {test_rows.count():,} test rows, "
           f"scale {scale[0]:g}-{scale[1]:g}")
     print(f"{'setting':<58} {'rank':>4} {'iter':>4} {'reg':>5} {'RMSE':>7} {'MAE':>7} "
@@ -119,8 +130,8 @@ def measure(spark, settings: Settings, points) -> list[dict]:
         params = params.validated()
         key = (params.bias_centred, params.user_bias_damping, params.movie_bias_damping)
         if key not in bases:
-            bases[key] = train.baseline(spark, train_rows, params)
-        result = train.evaluate_trial(spark, settings, train_rows, test_rows, bases[key],
+            bases[key] = als.baseline(spark, settings, train_rows, params)
+        result = tune.evaluate_trial(spark, settings, train_rows, test_rows, bases[key],
                                       params, scale)
         results.append({"setting": label, "rank": params.rank, "max_iter": params.max_iter,
                         "reg_param": params.reg_param, "bias_centred": params.bias_centred,
@@ -141,7 +152,7 @@ def end_to_end(spark, settings: Settings) -> dict:
     """`train.train` with the defaults: every table written, the model_runs row read back."""
     started = time.monotonic()
     run_id = train.train(spark, settings)
-    run = spark.sql(f"select * from {naming.qualified(settings, train.RUNS_TABLE)} "
+    run = spark.sql(f"select * from {naming.qualified(settings, model_runs.RUNS_TABLE)} "
                     f"where run_id = {naming.sql_string(run_id)}").first()
     print(f"end to end `reelhouse train` (defaults): test RMSE {run.rmse:.4f}, MAE "
           f"{run.mae:.4f}, fit {run.fit_seconds:.1f}s, whole run "

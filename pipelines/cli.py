@@ -255,7 +255,7 @@ LIST_OPTIONS = {"list_rank": "rank", "list_max_iter": "max_iter", "list_reg_para
 
 def train_params(args: argparse.Namespace, best: dict | None = None):
     """TrainParams from the defaults, then the best trial if asked, then the flags typed."""
-    from pipelines.train import TrainParams
+    from pipelines.als import TrainParams
 
     values = dict(best or {})
     values.update({k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None})
@@ -265,14 +265,14 @@ def train_params(args: argparse.Namespace, best: dict | None = None):
 def best_models(spark, settings, args: argparse.Namespace):
     """`train --params best`: the rating model of the latest RMSE tune and the list model of
     the latest ranking tune, where there is one (each default otherwise; flags typed win)."""
-    from pipelines import train
+    from pipelines import train, tune
     from pipelines.errors import ReelhouseError
 
     try:
-        params = train_params(args, train.best_params(spark, settings))
+        params = train_params(args, tune.best_params(spark, settings))
     except ReelhouseError:
         params = None
-    chosen = train.best_list_params(spark, settings)
+    chosen = tune.best_list_params(spark, settings)
     if params is None and chosen is None:
         raise ReelhouseError("There are no tuning trials yet: run `reelhouse tune` (rating "
                              "model) or `reelhouse tune --objective ranking` (list model) "
@@ -289,13 +289,13 @@ def best_models(spark, settings, args: argparse.Namespace):
 def list_params(args: argparse.Namespace, params, base=None):
     """The list model: the rating model's params (--list-model explicit), or `base` (the
     defaults unless given) with the run's shared settings and the --list-* flags typed."""
-    from pipelines import train
+    from pipelines import als
 
     if args.list_model == "explicit":
         return params
     typed = {field: getattr(args, flag) for flag, field in LIST_OPTIONS.items()
              if getattr(args, flag) is not None}
-    return train.list_model_params(params, base or train.LIST_DEFAULTS, **typed)
+    return als.list_model_params(params, base or als.LIST_DEFAULTS, **typed)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -422,13 +422,13 @@ def dispatch(args: argparse.Namespace) -> int:
     from pipelines.session import create_spark
 
     if args.command == "run":
-        from pipelines import lock, pipeline
+        from pipelines import lock, pipeline, run_ids
 
         steps = tuple(s.strip() for s in args.steps.split(",") if s.strip())
         unknown = [s for s in steps if s not in STEPS]
         if unknown:
             raise ReelhouseError(f"--steps {','.join(unknown)}: the steps are {', '.join(STEPS)}.")
-        run_id = pipeline.new_run_id()
+        run_id = run_ids.new_run_id()
         # The lock comes first: a second run is refused at once, before Spark even starts.
         with lock.run_lock(settings, run_id) as abandoned:
             data_dir = Path(args.data) if args.data else pipeline.default_dataset(Path.cwd())
@@ -456,10 +456,10 @@ def dispatch(args: argparse.Namespace) -> int:
         train.train(spark, settings, params, lists, choice)
         return 0
     if args.command == "tune":
-        from pipelines import train
+        from pipelines import tune
 
         ranking = args.objective == "ranking"
-        grid = train.TuneGrid(ranks=args.ranks or ((32, 64, 96) if ranking else (10, 20, 30, 50)),
+        grid = tune.TuneGrid(ranks=args.ranks or ((32, 64, 96) if ranking else (10, 20, 30, 50)),
                               reg_params=args.reg_params or ((0.1, 0.3, 1.0) if ranking
                                                              else (0.05, 0.1, 0.15, 0.2)),
                               max_iters=args.max_iters, bias_centred=args.bias_centred,
@@ -467,7 +467,7 @@ def dispatch(args: argparse.Namespace) -> int:
                               parallelism=args.parallelism, objective=args.objective,
                               alphas=args.alphas)
         grid.trials()  # a bad value fails here, before Spark starts
-        train.tune(create_spark(settings), settings, grid)
+        tune.tune(create_spark(settings), settings, grid)
         return 0
     if args.command == "recommend":
         from pipelines import recommend

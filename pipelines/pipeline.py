@@ -8,7 +8,6 @@ Every run, whatever its end, gets a row in movielens.pipeline_runs.
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,10 +17,12 @@ from pipelines import (
     delta_log,
     evaluate,
     ingest,
+    model_runs,
     naming,
     progress,
     registration,
     report,
+    run_ids,
     sql_project,
     storage,
     train,
@@ -34,11 +35,6 @@ DEFAULT_SYNTHETIC_RATINGS = 100_000
 RUNS_SCHEMA = ("run_id string, started_at timestamp, finished_at timestamp, status string, "
                "data_dir string, step_seconds map<string, double>, row_counts map<string, bigint>, "
                "models_rebuilt array<string>, error_message string")
-
-
-def new_run_id() -> str:
-    """Sortable by time, unique without coordination."""
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
 
 @contextmanager
@@ -98,10 +94,10 @@ def needs_training(spark, settings: Settings) -> bool:
     """Train unless the latest model run read exactly the input versions there are now. What
     this run rebuilt is not enough to go by: a run killed after its build committed new
     inputs, but before training, leaves the next run nothing to rebuild."""
-    latest = train.latest_run(spark, settings)
+    latest = model_runs.latest_run(spark, settings)
     if latest is None:
         return True
-    return dict(latest.input_versions or {}) != train.input_versions(spark, settings)
+    return dict(latest.input_versions or {}) != model_runs.input_versions(spark, settings)
 
 
 def run_pipeline(spark, settings: Settings, data_dir: Path, run_id: str,
@@ -191,7 +187,7 @@ def record_start_cache(settings: Settings, path: Path) -> None:
                                    target_dir=scratch_dir / "target")
         spark = create_spark(scratch_settings, app_name="reelhouse-start-cache",
                              record_start_cache=partial)
-        run_pipeline(spark, scratch_settings, scratch_dir / "data", new_run_id())
+        run_pipeline(spark, scratch_settings, scratch_dir / "data", run_ids.new_run_id())
         process = spark.sparkContext._gateway.proc
         spark.stop()
         process.stdin.close()  # the JVM exits when its stdin closes, writing the cache first

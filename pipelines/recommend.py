@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines import naming, progress, registration, train
+from pipelines import als, model_runs, naming, progress, registration
 from pipelines.errors import ReelhouseError
 from pipelines.settings import Settings
 
@@ -28,7 +28,7 @@ MAX_FILE_RATINGS = 10_000
 
 def _latest_run(spark, settings: Settings):
     registration.register_warehouse(spark, settings)
-    run = train.latest_run(spark, settings)
+    run = model_runs.latest_run(spark, settings)
     if run is None:
         raise ReelhouseError("No model has been trained yet: run `reelhouse train` (or "
                              "`reelhouse run`) first.")
@@ -210,7 +210,7 @@ def fold_in(spark, settings: Settings, ratings: list[tuple[int, float]], top_n: 
         f"version as of {int(run.output_versions['movie_factors'])}")
     given = naming.literal_rows(spark, [("movie_id", "int"), ("rating", "double")], ratings)
     if params["implicit"]:  # what the list model learnt from a rating, as in training
-        value = train.implicit_value_sql(train.TrainParams(**params))
+        value = als.implicit_value_sql(als.TrainParams(**params))
         given = given.selectExpr("movie_id", f"cast({value} as double) as rating")
     missing = [r.movie_id for r in given.join(movies, "movie_id", "left_anti")
                .orderBy("movie_id").limit(5).collect()]
@@ -254,7 +254,7 @@ def fold_in(spark, settings: Settings, ratings: list[tuple[int, float]], top_n: 
               .join(given.select("movie_id"), "movie_id", "left_anti")
               .orderBy("raw_score", "movie_id", ascending=[False, True])
               .limit(top_n)
-              .selectExpr("movie_id", f"{train.clip('raw_score', scale)} as score",
+              .selectExpr("movie_id", f"{als.clip('raw_score', scale)} as score",
                           "row_number() over (order by raw_score desc, movie_id) as rank"))
     return (_with_titles(spark, settings, scored).orderBy("rank")
             .select("rank", "movie_id", "title", "year", "genres", "score"))

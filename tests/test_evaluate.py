@@ -33,7 +33,7 @@ from tests.conftest import fresh_warehouse
 KS = (1, 3, 5, 10)
 THRESHOLD = 4.0
 PRIOR_WEIGHT = 10.0  # var('bayesian_prior_weight') default
-MOVIE_DAMPING, USER_DAMPING = 10, 5  # var('movie_bias_damping'), var('user_bias_damping')
+MOVIE_DAMPING, USER_DAMPING = 10.0, 5.0  # the runs' bias damping, as train records it
 VARS = {"ranking_ks": ",".join(map(str, KS)), "few_ratings_max": 1, "some_ratings_max": 2}
 BASELINES = ("global_mean", "movie_mean", "user_movie_bias")
 RUNS_SCHEMA = ("run_id string, started_at timestamp, finished_at timestamp, params string, "
@@ -119,7 +119,8 @@ def write_inputs(spark, settings, run_id: str) -> None:
 
 def model_run(run_id: str, day: int, rmse: float) -> tuple:
     """A model_runs row: the columns of train's model_runs that the reports read."""
-    params = f'{{"implicit": false, "max_iter": 5, "rank": {4 * day}, "reg_param": 0.1}}'
+    params = (f'{{"implicit": false, "max_iter": 5, "movie_bias_damping": {MOVIE_DAMPING}, '
+              f'"rank": {4 * day}, "reg_param": 0.1, "user_bias_damping": {USER_DAMPING}}}')
     at = datetime(2024, 1, day)
     return (run_id, at, at, params, len(TRAIN), len(TEST), 3, rmse, rmse, {"predictions": day},
             3.5, 0.5, 5.0)

@@ -86,7 +86,9 @@ def fake_training(spark, settings) -> None:
             where rank <= 10""")
         writes.replace_table(spark, settings, lists, table)
     write_rating_factors(spark, settings, "run-3")
-    runs = [(f"run-{n}", datetime(2024, 3, n), f'{{"rank": {10 * n}, "reg_param": 0.1}}',
+    runs = [(f"run-{n}", datetime(2024, 3, n),
+             f'{{"rank": {10 * n}, "reg_param": 0.1, "movie_bias_damping": 10.0, '
+             '"user_bias_damping": 5.0}',
              1000, 250, 240, 10, 3.5, 1.1 - 0.1 * n, 0.9 - 0.1 * n, {"predictions": n},
              3.5, 0.5, 5.0) for n in (1, 2, 3)]
     writes.replace_table(spark, settings, spark.createDataFrame(

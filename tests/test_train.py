@@ -15,13 +15,24 @@ from dataclasses import asdict, replace
 import numpy as np
 import pytest
 
-from pipelines import delta_log, recommend, train, writes
+from pipelines import (
+    als,
+    delta_log,
+    generate,
+    model_runs,
+    recommend,
+    runner,
+    sql_project,
+    train,
+    tune,
+    writes,
+)
 from pipelines.errors import ReelhouseError
 from tests.conftest import fresh_warehouse
 
 NUM_USERS, NUM_MOVIES, COLD_USER = 80, 40, 999
-PARAMS = train.TrainParams(rank=4, max_iter=6, reg_param=0.05, top_n=5, seed=7,
-                           checkpoint_interval=2)
+PARAMS = als.TrainParams(rank=4, max_iter=6, reg_param=0.05, top_n=5, seed=7,
+                         checkpoint_interval=2)
 # The list model: implicit, a rating of 4 or more says "liked" (in this data every user rates
 # a random 24 movies, so which movies were rated says nothing; how they were rated does).
 LIST_PARAMS = replace(PARAMS, implicit=True, reg_param=0.1, confidence="threshold",
@@ -70,7 +81,7 @@ def table_rows(spark, table: str) -> list[tuple]:
 
 
 def snapshot(spark) -> dict[str, list[tuple]]:
-    return {t: table_rows(spark, t) for t in (*train.OUTPUT_TABLES, train.RUNS_TABLE)}
+    return {t: table_rows(spark, t) for t in (*model_runs.OUTPUT_TABLES, model_runs.RUNS_TABLE)}
 
 
 @pytest.fixture(scope="module")
@@ -217,8 +228,8 @@ def test_model_runs_records_inputs_outputs_and_the_saved_model(spark, trained):
     assert json.loads(run.params)["rank"] == PARAMS.rank
     assert json.loads(run.list_params) == {**asdict(LIST_PARAMS), "bias_centred": False}
     assert run.list_model == "implicit_als"
-    assert set(run.input_versions) == set(train.INPUT_TABLES)
-    assert set(run.output_versions) == set(train.OUTPUT_TABLES)
+    assert set(run.input_versions) == set(model_runs.INPUT_TABLES)
+    assert set(run.output_versions) == set(model_runs.OUTPUT_TABLES)
     for table, version in run.output_versions.items():
         assert delta_log.current_version(spark, settings, table) == version
     # the rating model was fit on train, the serving list model on every rating
@@ -245,7 +256,26 @@ def test_the_saved_rating_model_reproduces_predictions_by_itself(spark, trained)
     assert len(scored) == spark.table("movielens.predictions").count() > 0
     for row in scored:
         assert row.from_model == pytest.approx(row.stored, abs=1e-5)
-    assert ALSModel.load(f"{run.model_path}/lists").rank == LIST_PARAMS.rank
+
+
+def test_the_saved_list_model_holds_the_published_factors_and_scores_the_lists(spark, trained):
+    """ALSModel.load of lists/ is the serving fit: its factors are user_factors' and
+    movie_factors', and its transform() gives every served list's score (implicit: the raw
+    preference, no bias, no clipping)."""
+    from pyspark.ml.recommendation import ALSModel
+
+    model = ALSModel.load(f"{last_run(spark).model_path}/lists")
+    assert model.rank == LIST_PARAMS.rank
+    for saved, table in ((model.userFactors, "user_factors"),
+                         (model.itemFactors, "movie_factors")):
+        published = {r.id: list(r.factors) for r in spark.table(f"movielens.{table}").collect()}
+        assert {r.id: list(r.features) for r in saved.collect()} == published
+    served = spark.sql("select user_id, movie_id, score from movielens.recommendations "
+                       "where source = 'implicit_als'")
+    scored = model.transform(served).collect()
+    assert len(scored) == served.count() > 0
+    for row in scored:
+        assert row.prediction == pytest.approx(row.score, rel=1e-5, abs=1e-5)
 
 
 # --- recommend -----------------------------------------------------------------------------------
@@ -329,12 +359,12 @@ def test_ratings_file_with_or_without_header(tmp_path):
 def test_invalid_parameters_fail_before_any_table_is_touched(spark, trained):
     settings, _ = trained
     versions = {t: delta_log.current_version(spark, settings, t)
-                for t in (*train.OUTPUT_TABLES, train.RUNS_TABLE)}
+                for t in (*model_runs.OUTPUT_TABLES, model_runs.RUNS_TABLE)}
     for bad in ({"rank": 0}, {"max_iter": -1}, {"reg_param": -0.1}, {"reg_param": float("nan")},
                 {"top_n": 0}, {"alpha": -1.0}, {"rank": 2.5}, {"seed": "42"},
                 {"implicit": True, "bias_centred": True}, {"user_bias_damping": float("inf")}):
         with pytest.raises(ReelhouseError):
-            train.train(spark, settings, train.TrainParams(**bad))
+            train.train(spark, settings, als.TrainParams(**bad))
     assert versions == {t: delta_log.current_version(spark, settings, t) for t in versions}
 
 
@@ -365,7 +395,7 @@ def test_a_failed_train_leaves_the_previous_tables_unchanged(spark, trained, mon
     written = fail_writing(monkeypatch, "similar_movies")
     with pytest.raises(InjectedFailure):
         train.train(spark, settings, replace(PARAMS, max_iter=1), LIST_PARAMS)
-    assert sorted(written) == sorted(set(train.OUTPUT_TABLES) - {"similar_movies"})
+    assert sorted(written) == sorted(set(model_runs.OUTPUT_TABLES) - {"similar_movies"})
     assert snapshot(spark) == before
     assert last_run(spark).run_id == run_id
 
@@ -376,14 +406,14 @@ def test_a_killed_train_is_repaired_and_the_same_seed_gives_the_same_rmse(
     before = snapshot(spark)
     fail_writing(monkeypatch, "similar_movies")
     # A kill gives the run no chance to clean up: take its rollback away.
-    monkeypatch.setattr(train, "_rollback", lambda *args: None)
+    monkeypatch.setattr(model_runs, "rollback", lambda *args: None)
     with pytest.raises(InjectedFailure):
         train.train(spark, settings, replace(PARAMS, max_iter=1), LIST_PARAMS)
     half_written = table_rows(spark, "user_factors")
     assert half_written != before["user_factors"]  # the new run's factors are there
     monkeypatch.undo()
 
-    train.recover_interrupted(spark, settings)  # what the next train does first
+    model_runs.recover_interrupted(spark, settings)  # what the next train does first
     assert snapshot(spark) == before  # readable and exactly as the last finished run left it
 
     second = train.train(spark, settings, PARAMS, LIST_PARAMS)
@@ -398,47 +428,76 @@ def test_a_killed_train_is_repaired_and_the_same_seed_gives_the_same_rmse(
 
 def test_tune_records_every_trial_and_train_can_use_the_best(spark, trained):
     settings, _ = trained
-    grid = train.TuneGrid(ranks=(2, 4), reg_params=(0.05,), max_iters=(4,), parallelism=2,
-                          base=PARAMS)
-    tune_id = train.tune(spark, settings, grid)
+    grid = tune.TuneGrid(ranks=(2, 4), reg_params=(0.05,), max_iters=(4,), parallelism=2,
+                         base=PARAMS)
+    tune_id = tune.tune(spark, settings, grid)
     trials = spark.sql("select * from movielens.model_trials order by trial_id").collect()
     assert [(t.tune_id, t.rank) for t in trials] == [(tune_id, 2), (tune_id, 4)]
     assert all(t.validation_rmse > 0 and t.fit_rows > t.validation_rows > 0 for t in trials)
     best = min(trials, key=lambda t: t.validation_rmse)
-    assert train.best_params(spark, settings)["rank"] == best.rank
+    assert tune.best_params(spark, settings)["rank"] == best.rank
     with pytest.raises(ReelhouseError, match="parallelism"):
-        train.tune(spark, settings, train.TuneGrid(parallelism=0))
+        tune.tune(spark, settings, tune.TuneGrid(parallelism=0))
 
 
 def test_tune_with_the_ranking_objective_scores_lists_on_the_validation_share(spark, trained):
     """Implicit grid points and the rating model as a candidate, each scored by NDCG@10 of
     its lists for the validation share's users, fit movies excluded; never a test row."""
     settings, _ = trained
-    grid = train.TuneGrid(objective="ranking", ranks=(2, 4), reg_params=(0.1,), max_iters=(4,),
-                          alphas=(1.0,), parallelism=2, base=PARAMS, list_base=LIST_PARAMS)
-    tune_id = train.tune(spark, settings, grid)
+    grid = tune.TuneGrid(objective="ranking", ranks=(2, 4), reg_params=(0.1,), max_iters=(4,),
+                         alphas=(1.0,), parallelism=2, base=PARAMS, list_base=LIST_PARAMS)
+    tune_id = tune.tune(spark, settings, grid)
     trials = spark.sql(f"select * from movielens.model_trials where tune_id = '{tune_id}' "
                        "order by trial_id").collect()
     assert [(t.implicit, t.rank, t.objective) for t in trials] == [
         (True, 2, "ranking"), (True, 4, "ranking"), (False, PARAMS.rank, "ranking")]
     train_rows = spark.sql("select user_id, movie_id, rating from movielens.ratings_split "
                            "where split = 'train'")
-    _, validation = train.validation_split(train_rows, 0.2, grid.seed)
+    _, validation = tune.validation_split(settings, train_rows, 0.2, grid.seed)
     validation_users = validation.select("user_id").distinct().count()
     for trial in trials:
         assert 0 < trial.validation_ndcg_at_10 <= 1 and trial.validation_rmse is None
         assert trial.validation_users == validation_users  # every user has a relevant item
         assert trial.validation_rows == validation.count()
-    best, why = train.best_list_params(spark, settings)
+    best, why = tune.best_list_params(spark, settings)
     top = max(trials, key=lambda t: (t.validation_ndcg_at_10, [-ord(c) for c in t.trial_id]))
     assert (best.implicit, best.rank) == (top.implicit, top.rank) and tune_id in why
+
+
+# --- the report's baseline ----------------------------------------------------------------------
+
+def test_the_reports_bias_baseline_uses_the_damping_train_used(spark, trained):
+    """`reelhouse train --user-bias-damping 8 --movie-bias-damping 3`, then the report:
+    test_predictions' user_movie_bias baseline is mu + b_user + b_movie of the biases this run
+    centred its ratings on (rating_*_factors), not the default damping's. (Adds a run, so it
+    comes after the tests that count runs.)"""
+    settings, _ = trained
+    default_biases = dict(spark.sql("select id, bias from movielens.rating_user_factors")
+                          .collect())
+    params = replace(PARAMS, max_iter=1, user_bias_damping=8.0, movie_bias_damping=3.0)
+    run_id = train.train(spark, settings, params, params)
+    runner.build(spark, sql_project.load_project(settings), ["test_predictions"])
+    rows = spark.sql(f"""
+        select report.user_id, users.bias as user_bias, report.user_movie_bias_prediction,
+               least(greatest(run.global_mean + users.bias + movies.bias,
+                              run.rating_scale_min), run.rating_scale_max) as trained
+        from movielens.test_predictions as report
+        join movielens.rating_user_factors as users on report.user_id = users.id
+        join movielens.rating_movie_factors as movies on report.movie_id = movies.id
+        join movielens.model_runs as run on report.run_id = run.run_id
+        where run.run_id = '{run_id}'""").collect()
+    assert len(rows) == spark.table("movielens.predictions").count() > 0
+    for row in rows:
+        assert row.user_movie_bias_prediction == pytest.approx(row.trained, abs=1e-9)
+    # and the damping took effect: with some 20 train ratings a user's bias moves with it
+    assert any(row.user_bias != pytest.approx(default_biases[row.user_id], abs=1e-6)
+               for row in rows)
 
 
 # --- synthetic data of known noise ---------------------------------------------------------------
 
 def test_synthetic_rmse_is_within_ten_percent_of_the_generators_floor(
         spark, tmp_path_factory):
-    generate = pytest.importorskip("pipelines.generate")
     folder = tmp_path_factory.mktemp("synthetic")
     meta = generate.generate_dataset(folder, 24_000, num_users=200, num_movies=150, seed=3,
                                      noise_sigma=0.5, true_rank=4)
@@ -448,10 +507,10 @@ def test_synthetic_rmse_is_within_ten_percent_of_the_generators_floor(
         "cast(rating as double) as rating", "cast(timestamp as long) as ts")
     split = "case when pmod(xxhash64(user_id, movie_id), 5) = 0 then 'test' else 'train' end"
     write_inputs(spark, settings, ratings.selectExpr("*", f"{split} as split"))
-    params = train.TrainParams(rank=6, max_iter=10, reg_param=0.05, seed=1).validated()
-    versions = train.input_versions(spark, settings)
-    rows = train._read(spark, settings, "ratings_split", versions)
-    base = train.baseline(spark, rows.where("split = 'train'"), params)
-    result = train.evaluate_trial(spark, settings, rows.where("split = 'train'"),
+    params = als.TrainParams(rank=6, max_iter=10, reg_param=0.05, seed=1).validated()
+    versions = model_runs.input_versions(spark, settings)
+    rows = model_runs.read_input(spark, settings, "ratings_split", versions)
+    base = als.baseline(spark, settings, rows.where("split = 'train'"), params)
+    result = tune.evaluate_trial(spark, settings, rows.where("split = 'train'"),
                                   rows.where("split = 'test'"), base, params, (0.5, 5.0))
     assert result["rmse"] <= 1.10 * meta["expected_rmse_floor"]

@@ -4,11 +4,10 @@
 -- ratings_split only:
 --   global_mean      mu, the mean train rating
 --   movie_mean       the movie's mean train rating (undamped)
---   user_movie_bias  mu + b_u + b_i, clipped to the rating scale, with damped biases
---                    b_i = sum(r - mu) / (n_i + var('movie_bias_damping', 10))
---                    b_u = sum(r - mu - b_i) / (n_u + var('user_bias_damping', 5))
---                    (the movie biases first, the user biases on what they leave, as train
---                    centres ratings before ALS).
+--   user_movie_bias  mu + b_u + b_i, clipped to the rating scale, with the damped biases
+--                    train centres ratings on (macros/biases.sql), damped as the run that
+--                    made the predictions was (its rating model's params in model_runs), so
+--                    this baseline is exactly the one ALS learnt the residuals of.
 
 with predictions as (
     select
@@ -46,32 +45,38 @@ rating_scale as (
 ),
 
 global_mean as (
-    select avg(rating) as global_mean_rating
-    from train_ratings
+    {{ global_mean_rating('train_ratings') }}
+),
+
+training_run as (
+    -- train replaces predictions whole, so they hold one run: the one whose damping is used
+    select
+        max(cast(get_json_object(model_runs.params, '$.movie_bias_damping') as double))
+            as movie_bias_damping,
+        max(cast(get_json_object(model_runs.params, '$.user_bias_damping') as double))
+            as user_bias_damping
+    from {{ source('train', 'model_runs') }} as model_runs
+    where model_runs.run_id in (select predictions.run_id from predictions)
+),
+
+baseline_inputs as (
+    -- a run recorded without its damping has no baseline to compare with: fail, do not guess
+    {%- set no_damping = "raise_error('model_runs records no bias damping for the run in "
+        ~ "predictions: run `reelhouse train` again, then `reelhouse evaluate`')" %}
+    select
+        global_mean.global_mean_rating,
+        coalesce(training_run.movie_bias_damping, {{ no_damping }}) as movie_bias_damping,
+        coalesce(training_run.user_bias_damping, {{ no_damping }}) as user_bias_damping
+    from global_mean
+    cross join training_run
 ),
 
 movie_biases as (
-    select
-        train_ratings.movie_id,
-        count(*) as movie_train_ratings,
-        avg(train_ratings.rating) as movie_mean_rating,
-        sum(train_ratings.rating - global_mean.global_mean_rating)
-        / (count(*) + {{ var('movie_bias_damping', 10.0) }}) as movie_bias
-    from train_ratings
-    cross join global_mean
-    group by train_ratings.movie_id
+    {{ damped_movie_biases('train_ratings', 'baseline_inputs') }}
 ),
 
 user_biases as (
-    select
-        train_ratings.user_id,
-        count(*) as user_train_ratings,
-        sum(train_ratings.rating - global_mean.global_mean_rating - movie_biases.movie_bias)
-        / (count(*) + {{ var('user_bias_damping', 5.0) }}) as user_bias
-    from train_ratings
-    inner join movie_biases on train_ratings.movie_id = movie_biases.movie_id
-    cross join global_mean
-    group by train_ratings.user_id
+    {{ damped_user_biases('train_ratings', 'movie_biases', 'baseline_inputs') }}
 ),
 
 scored as (

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import pipeline, registration
+from pipelines import pipeline, registration, run_ids
 from pipelines.settings import STEPS
 
 from .. import conftest
@@ -173,7 +173,7 @@ def run_in_this_process(spark, settings, folder) -> None:
     registration.register_udfs(spark, settings)
     registration.register_warehouse(spark, settings)
     steps = tuple(step for step in STEPS if step != "report")
-    pipeline.run_pipeline(spark, settings, folder, pipeline.new_run_id(), steps=steps)
+    pipeline.run_pipeline(spark, settings, folder, run_ids.new_run_id(), steps=steps)
 
 
 def copy_warehouse(settings, tmp_path_factory):

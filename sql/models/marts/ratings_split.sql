@@ -56,11 +56,7 @@ ordered_ratings as (
         movie_id,
         rating,
         rated_at,
-        -- the top 53 bits of a 64-bit hash, as a double in [0, 1)
-        cast(
-            shiftrightunsigned(xxhash64(user_id, movie_id, {{ var('split_seed', 42) }}), 11)
-            as double
-        ) / power(2, 53) as split_draw
+        {{ split_draw(var('split_seed', 42)) }} as split_draw
     from ratings
 ),
 
