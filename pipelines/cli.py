@@ -462,8 +462,8 @@ def setup_command(args: argparse.Namespace, settings: Settings) -> None:
                                "Spark install; later starts take about half the time)"):
                 pipeline.record_start_cache(settings, cache)
         except Exception as exc:  # an optimisation only: say so and carry on
-            progress.say(f"could not record the JVM start cache ({str(exc).splitlines()[0]}):"
-                         " commands still work, they start without it")
+            progress.say(f"could not record the JVM start cache ({spark_message(exc)}): "
+                         "commands still work, they start without it")
     elif cache is not None:
         progress.say(f"JVM start cache: {cache}")
 
