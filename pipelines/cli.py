@@ -36,6 +36,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         "$REELHOUSE_MASTER)")
     parser.add_argument("--conf", action="append", metavar="KEY=VALUE",
                         help="extra Spark setting; may repeat")
+    parser.add_argument("--project-dir", metavar="DIR",
+                        help="the SQL project: a folder with models/ (and macros/, reports/, "
+                             "udfs/); default $REELHOUSE_PROJECT_DIR or the one installed with "
+                             "reelhouse")
 
 
 def _with_vars(parser: argparse.ArgumentParser) -> None:
@@ -256,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 # --- settings ------------------------------------------------------------------------------
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    """The flags over the environment over the defaults, checked before any work starts."""
     overrides = {}
     if args.warehouse:
         overrides["warehouse"] = normalise_warehouse(args.warehouse)
@@ -267,7 +272,25 @@ def settings_from(args: argparse.Namespace) -> Settings:
         if threads < 1:
             raise ReelhouseError(f"--threads takes a whole number >= 1, got {threads}.")
         overrides["threads"] = threads
-    return Settings(**overrides)
+    if args.project_dir:
+        overrides["project_dir"] = Path(args.project_dir).expanduser().resolve()
+    settings = Settings(**overrides)
+    check_project_dir(settings.project_dir)
+    return settings
+
+
+def check_project_dir(folder: Path) -> None:
+    """A SQL project is a folder holding models/: anything else would load as a project with
+    no models, and build nothing without saying why."""
+    if not folder.is_dir():
+        problem = "does not exist"
+    elif not (folder / "models").is_dir():
+        problem = "has no models/ folder"
+    else:
+        return
+    raise ReelhouseError(f"The SQL project {folder} {problem}: point --project-dir (or "
+                         "REELHOUSE_PROJECT_DIR) at a folder holding models/ (and macros/, "
+                         "reports/, udfs/).")
 
 
 # --- the commands, in the order of `reelhouse --help` ---------------------------------------
