@@ -282,8 +282,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def check_project_dir(folder: Path) -> None:
     """A SQL project is a folder holding models/: anything else would load as a project with
     no models, and build nothing without saying why."""
-    if not folder.is_dir():
+    if not folder.exists():
         problem = "does not exist"
+    elif not folder.is_dir():
+        problem = "is not a folder"
     elif not (folder / "models").is_dir():
         problem = "has no models/ folder"
     else:
