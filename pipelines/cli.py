@@ -1,4 +1,5 @@
-"""The `reelhouse` command. Each subcommand is a verb; each maps to one function in a step module.
+"""The `reelhouse` command. Each subcommand is a verb with one short handler below (its docstring
+is the command's help), which calls the step module that does the work.
 
 Exit codes: 0 success, 1 failure (a one-line message on stderr), 2 bad usage, 3 another run
 holds the warehouse (`reelhouse run` only).
@@ -13,11 +14,19 @@ import decimal
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from pipelines import progress, sql_project
 from pipelines.errors import ReelhouseError, spark_message
 from pipelines.settings import STEPS, Settings, normalise_warehouse, parse_conf
 
+# A command's handler: the parsed flags and the settings they give; returns the exit code, or
+# None for 0.
+Handler = Callable[[argparse.Namespace, Settings], int | None]
+
+
+# --- options -------------------------------------------------------------------------------
 
 def _common(parser: argparse.ArgumentParser) -> None:
     """Options every command accepts."""
@@ -27,6 +36,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         "$REELHOUSE_MASTER)")
     parser.add_argument("--conf", action="append", metavar="KEY=VALUE",
                         help="extra Spark setting; may repeat")
+    parser.add_argument("--project-dir", metavar="DIR",
+                        help="the SQL project: a folder with reelhouse_project.yml (and models/, "
+                             "macros/, tests/, udfs/); default $REELHOUSE_PROJECT_DIR or the "
+                             "one installed with reelhouse")
 
 
 def _with_vars(parser: argparse.ArgumentParser) -> None:
@@ -43,156 +56,6 @@ def _with_threads(parser: argparse.ArgumentParser) -> None:
 def _with_select(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--select", "-s", action="append", metavar="MODEL",
                         help="models to build: m, m+ (and downstream), +m (and upstream)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="reelhouse",
-        description="A SQL-first movie-recommendation warehouse on Spark SQL and Delta Lake.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=text, description=text)
-        _common(sub)
-        return sub
-
-    run = command("run", "ingest a dataset and build every table, end to end")
-    run.add_argument("--data", help="a MovieLens folder (default: a built-in synthetic dataset)")
-    run.add_argument("--steps", default=",".join(STEPS), metavar="LIST",
-                     help=f"comma-separated steps to run, in order (default {','.join(STEPS)})")
-    run.add_argument("--force", action="store_true",
-                     help="rebuild every model (and retrain) even if its inputs are unchanged")
-    run.add_argument("--summary", metavar="FILE",
-                     help="also write the run's pipeline_runs row, the rows of every table and "
-                          "the model's RMSE as JSON to FILE (for schedulers and the bench)")
-    _with_vars(run)
-    _with_select(run)
-    _with_threads(run)
-
-    ingest = command("ingest", "land a MovieLens folder's files in the raw tables")
-    ingest.add_argument("--data", required=True, help="a MovieLens folder")
-
-    build = command("build", "build the SQL models (and run their data tests)")
-    build.add_argument("--force", action="store_true",
-                       help="rebuild models even if their SQL and inputs are unchanged")
-    _with_vars(build)
-    _with_select(build)
-    _with_threads(build)
-
-    compile_ = command("compile", "render the SQL models into target/compiled/")
-    _with_vars(compile_)
-    _with_select(compile_)
-
-    sql = command("sql", "run a Spark SQL query against the warehouse")
-    sql.add_argument("query", help="the SQL text")
-    sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
-
-    generate = command("generate", "write a synthetic dataset in the ml-latest CSV layout")
-    generate.add_argument("--out", required=True, help="folder to write")
-    generate.add_argument("--ratings", type=int, required=True, help="number of ratings")
-    generate.add_argument("--users", type=int)
-    generate.add_argument("--movies", type=int)
-    generate.add_argument("--seed", type=int, default=42)
-
-    download = command("download", "fetch a MovieLens release from GroupLens")
-    download.add_argument("name", help="ml-latest-small, ml-latest, ml-100k, ml-1m, ml-10m, "
-                          "ml-20m, ml-25m or ml-32m")
-    download.add_argument("--out", default="data", help="folder to extract into (default data/)")
-    download.add_argument("--force", action="store_true", help="download even if present")
-
-    serve = command("serve", "serve the warehouse over JDBC/ODBC (Spark Thrift Server)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    serve.add_argument("--port", type=int, default=10000)
-    serve.add_argument("--refresh-seconds", type=float, default=2.0,
-                       help="how often to pick up tables a pipeline run created or dropped")
-    serve.add_argument("--auth-file", default=os.environ.get("REELHOUSE_AUTH_FILE"),
-                       help="require a user and password from this file (see `reelhouse "
-                            "passwd`); default $REELHOUSE_AUTH_FILE")
-    serve.add_argument("--no-auth", action="store_true",
-                       help="allow a non-loopback address without authentication (unsafe)")
-
-    passwd = command("passwd", "add or change a user in a Thrift server credentials file "
-                               "(password read from stdin, or asked for on a terminal)")
-    passwd.add_argument("--auth-file", required=True)
-    passwd.add_argument("--user", required=True)
-
-    command("spark-sql", "Spark's spark-sql shell over the warehouse; other arguments (-e, -f, "
-                         "...) go to spark-sql")
-
-    history = command("history", "a table's Delta history: every version, when, what wrote it")
-    history.add_argument("table", help="table name, e.g. ratings")
-    history.add_argument("--limit", type=int, default=20)
-    history.add_argument("--format", choices=("table", "csv", "json"), default="table")
-
-    restore = command("restore", "put a table back to an earlier Delta version (a new commit)")
-    restore.add_argument("table", help="table name, e.g. ratings")
-    restore.add_argument("--version", type=int, required=True)
-
-    maintain = command("maintain", "compact small files (OPTIMIZE) and remove unreferenced old "
-                                   "files (VACUUM) in every table")
-    maintain.add_argument("--retain-hours", type=float, default=168.0,
-                          help="keep files needed for time travel this far back (default 168, "
-                               "Delta's default; lower needs --unsafe-retention)")
-    maintain.add_argument("--unsafe-retention", action="store_true",
-                          help="allow --retain-hours below 168 (breaks older time travel and "
-                               "readers of old versions)")
-
-    command("setup", "fetch and cache Delta Lake's jars, check Java (run once; later starts are "
-                     "offline)")
-
-    train = command("train", "fit ALS on the train split and publish predictions, "
-                    "recommendations, similar movies and the run")
-    _with_train_options(train)
-    train.add_argument("--params", choices=("best",),
-                       help="best: the lowest validation RMSE of the latest `reelhouse tune` "
-                            "(flags given as well still win)")
-
-    tune = command("tune", "search rank x regParam x maxIter on a validation share of the train "
-                   "rows; every trial goes to movielens.model_trials")
-    tune.add_argument("--ranks", type=_int_list, metavar="LIST",
-                      help="comma-separated ranks (default 10,20,30,50; ranking: 32,64,96)")
-    tune.add_argument("--reg-params", type=_float_list, metavar="LIST",
-                      help="comma-separated regParams (default 0.05,0.1,0.15,0.2; ranking: "
-                      "0.1,0.3,1)")
-    tune.add_argument("--max-iters", type=_int_list, default=(15,), metavar="LIST",
-                      help="comma-separated maxIters (default 15)")
-    tune.add_argument("--validation-fraction", type=float, default=0.2,
-                      help="share of the train rows held out to score trials (default 0.2)")
-    tune.add_argument("--parallelism", type=int, default=2,
-                      help="trials fitted at the same time (default 2)")
-    tune.add_argument("--seed", type=int, default=42, help="ALS seed and validation split seed")
-    tune.add_argument("--objective", choices=("rmse", "ranking"), default="rmse",
-                      help="rmse: the rating model by validation RMSE (default); ranking: the "
-                           "list model (implicit ALS, with the rating model as a candidate) by "
-                           "validation NDCG@10")
-    tune.add_argument("--alphas", type=_float_list, default=(1.0,), metavar="LIST",
-                      help="implicit confidence weights, ranking objective (default 1)")
-    bias = tune.add_mutually_exclusive_group()
-    bias.add_argument("--bias-centred", dest="bias_centred", action="store_true", default=True,
-                      help="fit ALS on rating less damped biases (the default)")
-    bias.add_argument("--no-bias", dest="bias_centred", action="store_false",
-                      help="fit ALS on the ratings themselves")
-
-    recommend = command("recommend", "print a user's top N, or fold a new user's ratings in "
-                        "against the latest movie factors")
-    who = recommend.add_mutually_exclusive_group(required=True)
-    who.add_argument("--user", type=int, help="a user id from movielens.ratings")
-    who.add_argument("--ratings", type=Path, metavar="FILE",
-                     help="a new user's ratings: CSV movie_id,rating (header optional)")
-    recommend.add_argument("--top-n", type=int, help="how many (default: the run's top N "
-                           "for --user, 10 for --ratings)")
-    recommend.add_argument("--format", choices=("text", "csv", "json"), default="text")
-    evaluate = command("evaluate", "build the report tables: ALS against baselines (RMSE, MAE), "
-                       "ranking metrics against popularity, error breakdowns, metric history")
-    evaluate.add_argument("--force", action="store_true",
-                          help="rebuild every report table even if its inputs are unchanged")
-    _with_vars(evaluate)
-
-    report = command("report", "print a short summary and write one self-contained HTML report "
-                     "with charts")
-    report.add_argument("--out", metavar="DIR",
-                        help="folder for report.html (default target/report)")
-    return parser
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -246,6 +109,460 @@ def _with_train_options(parser: argparse.ArgumentParser) -> None:
     lists.add_argument("--confidence-threshold", type=float, help="default 4.0")
 
 
+def _summary(handler: Handler) -> str:
+    """A handler's help text: the first paragraph of its docstring, on one line."""
+    return " ".join(handler.__doc__.split("\n\n")[0].split())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reelhouse",
+        description="A SQL-first movie-recommendation warehouse on Spark SQL and Delta Lake.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Handler) -> argparse.ArgumentParser:
+        text = _summary(handler)
+        sub = commands.add_parser(name, help=text, description=text)
+        _common(sub)
+        sub.set_defaults(func=handler)
+        return sub
+
+    run = command("run", run_command)
+    run.add_argument("--data", help="a MovieLens folder (default: a built-in synthetic dataset)")
+    run.add_argument("--steps", default=",".join(STEPS), metavar="LIST",
+                     help=f"comma-separated steps to run, in order (default {','.join(STEPS)})")
+    run.add_argument("--force", action="store_true",
+                     help="rebuild every model (and retrain) even if its inputs are unchanged")
+    run.add_argument("--summary", metavar="FILE",
+                     help="also write the run's pipeline_runs row, the rows of every table and "
+                          "the model's RMSE as JSON to FILE (for schedulers and the bench)")
+    _with_vars(run)
+    _with_select(run)
+    _with_threads(run)
+
+    ingest = command("ingest", ingest_command)
+    ingest.add_argument("--data", required=True, help="a MovieLens folder")
+
+    build = command("build", build_command)
+    build.add_argument("--force", action="store_true",
+                       help="rebuild models even if their SQL and inputs are unchanged")
+    _with_vars(build)
+    _with_select(build)
+    _with_threads(build)
+
+    compile_ = command("compile", compile_command)
+    _with_vars(compile_)
+    _with_select(compile_)
+
+    sql = command("sql", sql_command)
+    sql.add_argument("query", help="the SQL text")
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    generate = command("generate", generate_command)
+    generate.add_argument("--out", required=True, help="folder to write")
+    generate.add_argument("--ratings", type=int, required=True, help="number of ratings")
+    generate.add_argument("--users", type=int)
+    generate.add_argument("--movies", type=int)
+    generate.add_argument("--seed", type=int, default=42)
+
+    download = command("download", download_command)
+    download.add_argument("name", help="ml-latest-small, ml-latest, ml-100k, ml-1m, ml-10m, "
+                          "ml-20m, ml-25m or ml-32m")
+    download.add_argument("--out", default="data", help="folder to extract into (default data/)")
+    download.add_argument("--force", action="store_true", help="download even if present")
+
+    serve = command("serve", serve_command)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    serve.add_argument("--port", type=int, default=10000)
+    serve.add_argument("--refresh-seconds", type=float, default=2.0,
+                       help="how often to pick up tables a pipeline run created or dropped")
+    serve.add_argument("--auth-file", default=os.environ.get("REELHOUSE_AUTH_FILE"),
+                       help="require a user and password from this file (see `reelhouse "
+                            "passwd`); default $REELHOUSE_AUTH_FILE")
+    serve.add_argument("--no-auth", action="store_true",
+                       help="allow a non-loopback address without authentication (unsafe)")
+
+    passwd = command("passwd", passwd_command)
+    passwd.add_argument("--auth-file", required=True)
+    passwd.add_argument("--user", required=True)
+
+    command("spark-sql", spark_sql_command)  # its own arguments: see main()
+
+    history = command("history", history_command)
+    history.add_argument("table", help="table name, e.g. ratings")
+    history.add_argument("--limit", type=int, default=20)
+    history.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    restore = command("restore", restore_command)
+    restore.add_argument("table", help="table name, e.g. ratings")
+    restore.add_argument("--version", type=int, required=True)
+
+    maintain = command("maintain", maintain_command)
+    maintain.add_argument("--retain-hours", type=float, default=168.0,
+                          help="keep files needed for time travel this far back (default 168, "
+                               "Delta's default; lower needs --unsafe-retention)")
+    maintain.add_argument("--unsafe-retention", action="store_true",
+                          help="allow --retain-hours below 168 (breaks older time travel and "
+                               "readers of old versions)")
+
+    command("setup", setup_command)
+
+    train = command("train", train_command)
+    _with_train_options(train)
+    train.add_argument("--params", choices=("best",),
+                       help="best: the lowest validation RMSE of the latest `reelhouse tune` "
+                            "(flags given as well still win)")
+
+    tune = command("tune", tune_command)
+    tune.add_argument("--ranks", type=_int_list, metavar="LIST",
+                      help="comma-separated ranks (default 10,20,30,50; ranking: 32,64,96)")
+    tune.add_argument("--reg-params", type=_float_list, metavar="LIST",
+                      help="comma-separated regParams (default 0.05,0.1,0.15,0.2; ranking: "
+                      "0.1,0.3,1)")
+    tune.add_argument("--max-iters", type=_int_list, default=(15,), metavar="LIST",
+                      help="comma-separated maxIters (default 15)")
+    tune.add_argument("--validation-fraction", type=float, default=0.2,
+                      help="share of the train rows held out to score trials (default 0.2)")
+    tune.add_argument("--parallelism", type=int, default=2,
+                      help="trials fitted at the same time (default 2)")
+    tune.add_argument("--seed", type=int, default=42, help="ALS seed and validation split seed")
+    tune.add_argument("--objective", choices=("rmse", "ranking"), default="rmse",
+                      help="rmse: the rating model by validation RMSE (default); ranking: the "
+                           "list model (implicit ALS, with the rating model as a candidate) by "
+                           "validation NDCG@10")
+    tune.add_argument("--alphas", type=_float_list, default=(1.0,), metavar="LIST",
+                      help="implicit confidence weights, ranking objective (default 1)")
+    bias = tune.add_mutually_exclusive_group()
+    bias.add_argument("--bias-centred", dest="bias_centred", action="store_true", default=True,
+                      help="fit ALS on rating less damped biases (the default)")
+    bias.add_argument("--no-bias", dest="bias_centred", action="store_false",
+                      help="fit ALS on the ratings themselves")
+
+    recommend = command("recommend", recommend_command)
+    who = recommend.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", type=int, help="a user id from movielens.ratings")
+    who.add_argument("--ratings", type=Path, metavar="FILE",
+                     help="a new user's ratings: CSV movie_id,rating (header optional)")
+    recommend.add_argument("--top-n", type=int, help="how many (default: the run's top N "
+                           "for --user, 10 for --ratings)")
+    recommend.add_argument("--format", choices=("text", "csv", "json"), default="text")
+    evaluate = command("evaluate", evaluate_command)
+    evaluate.add_argument("--force", action="store_true",
+                          help="rebuild every report table even if its inputs are unchanged")
+    _with_vars(evaluate)
+
+    report = command("report", report_command)
+    report.add_argument("--out", metavar="DIR",
+                        help="folder for report.html (default target/report)")
+    return parser
+
+
+# --- settings ------------------------------------------------------------------------------
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The flags over the environment over the defaults, checked before any work starts."""
+    overrides = {}
+    if args.warehouse:
+        overrides["warehouse"] = normalise_warehouse(args.warehouse)
+    if args.master:
+        overrides["master"] = args.master
+    overrides["spark_conf"] = parse_conf(args.conf)
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise ReelhouseError(f"--threads takes a whole number >= 1, got {threads}.")
+        overrides["threads"] = threads
+    if args.project_dir:
+        overrides["project_dir"] = Path(args.project_dir).expanduser().resolve()
+    settings = Settings(**overrides)
+    check_project_dir(settings.project_dir)
+    return settings
+
+
+def check_project_dir(folder: Path) -> None:
+    """A SQL project is a folder holding its manifest: anything else would load as a project
+    with no models or no step tags, and build nothing without saying why."""
+    if not folder.exists():
+        problem = "does not exist"
+    elif not folder.is_dir():
+        problem = "is not a folder"
+    elif not (folder / sql_project.MANIFEST).is_file():
+        problem = f"has no {sql_project.MANIFEST}"
+    else:
+        return
+    raise ReelhouseError(f"The SQL project {folder} {problem}: point --project-dir (or "
+                         f"REELHOUSE_PROJECT_DIR) at a folder holding {sql_project.MANIFEST} "
+                         "(and models/, macros/, tests/, udfs/).")
+
+
+# --- the commands, in the order of `reelhouse --help` ---------------------------------------
+
+def run_command(args: argparse.Namespace, settings: Settings) -> None:
+    """ingest a dataset and build every table, end to end
+
+    Example: reelhouse run --data data/ml-latest-small --summary target/run.json
+    """
+    from pipelines import lock, pipeline, rendering, run_ids, session
+
+    cli_vars = rendering.parse_vars(args.var)
+    steps = tuple(s.strip() for s in args.steps.split(",") if s.strip())
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        raise ReelhouseError(f"--steps {','.join(unknown)}: the steps are {', '.join(STEPS)}.")
+    run_id = run_ids.new_run_id()
+    # The lock comes first: a second run is refused at once, before Spark even starts.
+    with lock.run_lock(settings, run_id) as abandoned:
+        data_dir = Path(args.data) if args.data else pipeline.default_dataset(Path.cwd())
+        spark = session.create_spark(settings)
+        progress.say(f"run {run_id} started")
+        row = pipeline.run_pipeline(spark, settings, data_dir, run_id, cli_vars, args.select,
+                                    force=args.force, steps=steps, abandoned=abandoned)
+        if args.summary:
+            pipeline.write_summary(spark, settings, row, Path(args.summary))
+    progress.say(f"run {run_id} succeeded; warehouse ready at {settings.warehouse}")
+
+
+def ingest_command(args: argparse.Namespace, settings: Settings) -> None:
+    """land a MovieLens folder's files in the raw tables
+
+    Example: reelhouse ingest --data data/ml-latest-small
+    """
+    from pipelines import ingest, session
+
+    ingest.ingest_dataset(session.create_spark(settings), settings, Path(args.data))
+
+
+def build_command(args: argparse.Namespace, settings: Settings) -> None:
+    """build the SQL models (and run their data tests)
+
+    Example: reelhouse build --select ratings_split+ --var split_method=temporal
+    """
+    from pipelines import evaluate, rendering, runner, session, sql_project
+
+    cli_vars = rendering.parse_vars(args.var)
+    spark = session.create_spark(settings)
+    project = sql_project.load_project(settings, cli_vars=cli_vars)
+    # Without --select: the warehouse models; the reports read train's output and are
+    # built by `evaluate` (name them in --select to build them here).
+    runner.build(spark, project, args.select or evaluate.warehouse_models(project),
+                 force=args.force)
+
+
+def compile_command(args: argparse.Namespace, settings: Settings) -> None:
+    """render the SQL models into target/compiled/"""
+    from pipelines import rendering, runner, sql_project
+
+    project = sql_project.load_project(settings, cli_vars=rendering.parse_vars(args.var))
+    for path in runner.compile_project(project, args.select):
+        print(path)
+
+
+def sql_command(args: argparse.Namespace, settings: Settings) -> None:
+    """run a Spark SQL query against the warehouse
+
+    Example: reelhouse sql --format csv "select * from movielens.movie_stats limit 10"
+    """
+    from pipelines import session
+
+    spark = session.create_spark(settings)
+    try:
+        print_rows(spark.sql(args.query), args.format)
+    except Exception as exc:  # Spark's message, one line: it names the problem
+        raise ReelhouseError(f"The query failed: {spark_message(exc)}") from exc
+
+
+def generate_command(args: argparse.Namespace, settings: Settings) -> None:
+    """write a synthetic dataset in the ml-latest CSV layout
+
+    Example: reelhouse generate --out data/synthetic --ratings 100000
+    """
+    from pipelines.generate import generate_dataset
+
+    meta = generate_dataset(Path(args.out), args.ratings, args.users, args.movies, args.seed,
+                            progress=lambda d, t: progress.bar(d, t, "generate"))
+    progress.say(f"wrote {meta['num_ratings']:,} ratings by {meta['num_users']:,} users on "
+                 f"{meta['num_movies']:,} movies to {args.out}")
+
+
+def download_command(args: argparse.Namespace, settings: Settings) -> None:
+    """fetch a MovieLens release from GroupLens
+
+    Example: reelhouse download ml-latest-small --out data
+    """
+    from pipelines.download import download_dataset
+
+    # base_url None: $REELHOUSE_MOVIELENS_URL (a mirror) or GroupLens.
+    folder = download_dataset(args.name, Path(args.out), base_url=None, force=args.force,
+                              progress=lambda d, t: progress.bar(d, t, args.name))
+    progress.say(f"{args.name} is in {folder}; load it with: reelhouse run --data {folder}")
+
+
+def serve_command(args: argparse.Namespace, settings: Settings) -> int:
+    """serve the warehouse over JDBC/ODBC (Spark Thrift Server)
+
+    Example: reelhouse serve --host 0.0.0.0 --auth-file /etc/reelhouse/users
+    """
+    from pipelines import serve
+
+    return serve.serve(settings, args.host, args.port, args.refresh_seconds, args.no_auth,
+                       Path(args.auth_file) if args.auth_file else None)
+
+
+def passwd_command(args: argparse.Namespace, settings: Settings) -> None:
+    """add or change a user in a Thrift server credentials file (password read from stdin, or
+    asked for on a terminal)
+
+    Example: reelhouse passwd --auth-file /etc/reelhouse/users --user analyst
+    """
+    import getpass
+
+    from pipelines import auth
+
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.user}: ")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    auth.set_password(Path(args.auth_file), args.user, password)
+    progress.say(f"{args.user} can now log in to `reelhouse serve --auth-file "
+                 f"{args.auth_file}`")
+
+
+def spark_sql_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Spark's spark-sql shell over the warehouse; other arguments (-e, -f, ...) go to spark-sql
+
+    Example: reelhouse spark-sql -e "show tables in movielens"
+    """
+    from pipelines import serve
+
+    return serve.spark_sql(settings, args.spark_sql_args)
+
+
+def history_command(args: argparse.Namespace, settings: Settings) -> None:
+    """a table's Delta history: every version, when, what wrote it
+
+    Example: reelhouse history ratings --limit 5
+    """
+    from pipelines import maintenance, session
+
+    spark = session.create_spark(settings)
+    print_rows(maintenance.history(spark, settings, args.table, args.limit), args.format)
+
+
+def restore_command(args: argparse.Namespace, settings: Settings) -> None:
+    """put a table back to an earlier Delta version (a new commit)
+
+    Example: reelhouse restore ratings --version 3
+    """
+    from pipelines import maintenance, session
+
+    maintenance.restore_version(session.create_spark(settings), settings, args.table,
+                                args.version)
+
+
+def maintain_command(args: argparse.Namespace, settings: Settings) -> None:
+    """compact small files (OPTIMIZE) and remove unreferenced old files (VACUUM) in every
+    table
+
+    Example: reelhouse maintain --retain-hours 336
+    """
+    from pipelines import maintenance, session
+
+    maintenance.maintain(session.create_spark(settings), settings, args.retain_hours,
+                         args.unsafe_retention)
+
+
+def setup_command(args: argparse.Namespace, settings: Settings) -> None:
+    """fetch and cache Delta Lake's jars, check Java (run once; later starts are offline)"""
+    from pipelines import jvm
+
+    version = jvm.check_java()
+    jars = jvm.ensure_delta_jars(settings.jars_dir)
+    progress.say(f"Java {version} ok; Delta jars cached: {', '.join(j.name for j in jars)}")
+    cache = jvm.start_cache_path(settings.jars_dir, jars)
+    if cache is not None and not cache.is_file():
+        from pipelines import pipeline
+
+        try:
+            with progress.step(f"recording the JVM start cache {cache} (once per Java and "
+                               "Spark install; later starts take about half the time)"):
+                pipeline.record_start_cache(settings, cache)
+        except Exception as exc:  # an optimisation only: say so and carry on
+            progress.say(f"could not record the JVM start cache ({spark_message(exc)}): "
+                         "commands still work, they start without it")
+    elif cache is not None:
+        progress.say(f"JVM start cache: {cache}")
+
+
+def train_command(args: argparse.Namespace, settings: Settings) -> None:
+    """fit ALS on the train split and publish predictions, recommendations, similar movies and
+    the run
+
+    Example: reelhouse train --rank 50 --list-model explicit
+    """
+    from pipelines import session, train
+
+    # Typed flags are checked here: a bad value fails before Spark starts.
+    models = None if args.params == "best" else typed_models(args)
+    spark = session.create_spark(settings)
+    if models is None:
+        models = best_models(spark, settings, args)
+    train.train(spark, settings, *models)
+
+
+def tune_command(args: argparse.Namespace, settings: Settings) -> None:
+    """search rank x regParam x maxIter on a validation share of the train rows; every trial
+    goes to movielens.model_trials
+
+    Example: reelhouse tune --objective ranking --ranks 32,64 --alphas 1,5
+    """
+    from pipelines import session, tune
+
+    grid = tune_grid(args)
+    grid.trials()  # a bad value fails here, before Spark starts
+    tune.tune(session.create_spark(settings), settings, grid)
+
+
+def recommend_command(args: argparse.Namespace, settings: Settings) -> None:
+    """print a user's top N, or fold a new user's ratings in against the latest movie factors
+
+    Example: reelhouse recommend --ratings my_ratings.csv --top-n 20
+    """
+    from pipelines import recommend, session
+
+    new_user = recommend.read_ratings_file(args.ratings) if args.ratings else None
+    spark = session.create_spark(settings)
+    if new_user is not None:
+        rows = recommend.fold_in(spark, settings, new_user, args.top_n or 10)
+    else:
+        rows = recommend.for_user(spark, settings, args.user, args.top_n)
+    if args.format == "text":
+        print(recommend.format_listing(rows.collect()))  # N rows, asked for
+    else:
+        print_rows(rows, args.format)
+
+
+def evaluate_command(args: argparse.Namespace, settings: Settings) -> None:
+    """build the report tables: ALS against baselines (RMSE, MAE), ranking metrics against
+    popularity, error breakdowns, metric history
+
+    Example: reelhouse evaluate --var ranking_ks=5,10,20
+    """
+    from pipelines import evaluate, rendering, session
+
+    cli_vars = rendering.parse_vars(args.var)
+    evaluate.evaluate(session.create_spark(settings), settings, cli_vars, force=args.force)
+
+
+def report_command(args: argparse.Namespace, settings: Settings) -> None:
+    """print a short summary and write one self-contained HTML report with charts"""
+    from pipelines import report, session
+
+    report.write_report(session.create_spark(settings), settings,
+                        Path(args.out) if args.out else None)
+
+
+# --- the models `train` fits, and the trials `tune` runs ------------------------------------
+
 TRAIN_OPTIONS = ("rank", "max_iter", "reg_param", "nonnegative", "seed", "top_n",
                  "min_movie_ratings", "user_bias_damping", "movie_bias_damping", "bias_centred")
 LIST_OPTIONS = {"list_rank": "rank", "list_max_iter": "max_iter", "list_reg_param": "reg_param",
@@ -262,11 +579,22 @@ def train_params(args: argparse.Namespace, best: dict | None = None):
     return TrainParams(**values).validated()
 
 
+def typed_models(args: argparse.Namespace):
+    """`train` without --params best: the rating model and the list model from the defaults
+    and the flags typed, and why that list model serves."""
+    from pipelines import train
+
+    params = train_params(args)
+    lists_typed = args.list_model == "explicit" or any(
+        getattr(args, flag) is not None for flag in LIST_OPTIONS)
+    return (params, list_params(args, params),
+            "set on the command line" if lists_typed else train.DEFAULT_LIST_CHOICE)
+
+
 def best_models(spark, settings, args: argparse.Namespace):
     """`train --params best`: the rating model of the latest RMSE tune and the list model of
     the latest ranking tune, where there is one (each default otherwise; flags typed win)."""
     from pipelines import train, tune
-    from pipelines.errors import ReelhouseError
 
     try:
         params = train_params(args, tune.best_params(spark, settings))
@@ -298,20 +626,21 @@ def list_params(args: argparse.Namespace, params, base=None):
     return als.list_model_params(params, base or als.LIST_DEFAULTS, **typed)
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
-    overrides = {}
-    if args.warehouse:
-        overrides["warehouse"] = normalise_warehouse(args.warehouse)
-    if args.master:
-        overrides["master"] = args.master
-    overrides["spark_conf"] = parse_conf(args.conf)
-    threads = getattr(args, "threads", None)
-    if threads is not None:
-        if threads < 1:
-            raise ReelhouseError(f"--threads takes a whole number >= 1, got {threads}.")
-        overrides["threads"] = threads
-    return Settings(**overrides)
+def tune_grid(args: argparse.Namespace):
+    """The trials `tune` runs; ranks and regParams not given default by objective."""
+    from pipelines import tune
 
+    ranking = args.objective == "ranking"
+    return tune.TuneGrid(ranks=args.ranks or ((32, 64, 96) if ranking else (10, 20, 30, 50)),
+                          reg_params=args.reg_params or ((0.1, 0.3, 1.0) if ranking
+                                                         else (0.05, 0.1, 0.15, 0.2)),
+                          max_iters=args.max_iters, bias_centred=args.bias_centred,
+                          validation_fraction=args.validation_fraction, seed=args.seed,
+                          parallelism=args.parallelism, objective=args.objective,
+                          alphas=args.alphas)
+
+
+# --- output --------------------------------------------------------------------------------
 
 def _json_value(value):
     if isinstance(value, dt.datetime | dt.date):
@@ -347,184 +676,12 @@ def print_rows(df, fmt: str) -> None:
                              else _json_value(v) for v in row])
 
 
+# --- the entry point -----------------------------------------------------------------------
+
 def dispatch(args: argparse.Namespace) -> int:
-    from pipelines import progress
-
-    settings = settings_from(args)
-    if args.command == "generate":
-        from pipelines.generate import generate_dataset
-
-        meta = generate_dataset(Path(args.out), args.ratings, args.users, args.movies, args.seed,
-                                progress=lambda d, t: progress.bar(d, t, "generate"))
-        progress.say(f"wrote {meta['num_ratings']:,} ratings by {meta['num_users']:,} users on "
-                     f"{meta['num_movies']:,} movies to {args.out}")
-        return 0
-    if args.command == "download":
-        from pipelines.download import download_dataset
-
-        # base_url None: $REELHOUSE_MOVIELENS_URL (a mirror) or GroupLens.
-        folder = download_dataset(args.name, Path(args.out), base_url=None, force=args.force,
-                                  progress=lambda d, t: progress.bar(d, t, args.name))
-        progress.say(f"{args.name} is in {folder}; load it with: reelhouse run --data {folder}")
-        return 0
-    if args.command == "spark-sql":
-        from pipelines import serve
-
-        return serve.spark_sql(settings, args.spark_sql_args)
-    if args.command == "serve":
-        from pipelines import serve
-
-        return serve.serve(settings, args.host, args.port, args.refresh_seconds, args.no_auth,
-                           Path(args.auth_file) if args.auth_file else None)
-    if args.command == "passwd":
-        import getpass
-
-        from pipelines import auth
-
-        if sys.stdin.isatty():
-            password = getpass.getpass(f"password for {args.user}: ")
-        else:
-            password = sys.stdin.readline().rstrip("\n")
-        auth.set_password(Path(args.auth_file), args.user, password)
-        progress.say(f"{args.user} can now log in to `reelhouse serve --auth-file "
-                     f"{args.auth_file}`")
-        return 0
-    if args.command == "setup":
-        from pipelines import jvm
-
-        version = jvm.check_java()
-        jars = jvm.ensure_delta_jars(settings.jars_dir)
-        progress.say(f"Java {version} ok; Delta jars cached: {', '.join(j.name for j in jars)}")
-        cache = jvm.start_cache_path(settings.jars_dir, jars)
-        if cache is not None and not cache.is_file():
-            from pipelines import pipeline
-
-            try:
-                with progress.step(f"recording the JVM start cache {cache} (once per Java and "
-                                   "Spark install; later starts take about half the time)"):
-                    pipeline.record_start_cache(settings, cache)
-            except Exception as exc:  # an optimisation only: say so and carry on
-                progress.say(f"could not record the JVM start cache ({str(exc).splitlines()[0]}):"
-                             " commands still work, they start without it")
-        elif cache is not None:
-            progress.say(f"JVM start cache: {cache}")
-        return 0
-
-    from pipelines import rendering, runner, sql_project
-
-    cli_vars = rendering.parse_vars(getattr(args, "var", None))
-    if args.command == "compile":
-        project = sql_project.load_project(settings, cli_vars=cli_vars)
-        for path in runner.compile_project(project, args.select):
-            print(path)
-        return 0
-
-    from pipelines.session import create_spark
-
-    if args.command == "run":
-        from pipelines import lock, pipeline, run_ids
-
-        steps = tuple(s.strip() for s in args.steps.split(",") if s.strip())
-        unknown = [s for s in steps if s not in STEPS]
-        if unknown:
-            raise ReelhouseError(f"--steps {','.join(unknown)}: the steps are {', '.join(STEPS)}.")
-        run_id = run_ids.new_run_id()
-        # The lock comes first: a second run is refused at once, before Spark even starts.
-        with lock.run_lock(settings, run_id) as abandoned:
-            data_dir = Path(args.data) if args.data else pipeline.default_dataset(Path.cwd())
-            spark = create_spark(settings)
-            progress.say(f"run {run_id} started")
-            row = pipeline.run_pipeline(spark, settings, data_dir, run_id, cli_vars,
-                                        args.select, force=args.force, steps=steps,
-                                        abandoned=abandoned)
-            if args.summary:
-                pipeline.write_summary(spark, settings, row, Path(args.summary))
-        progress.say(f"run {run_id} succeeded; warehouse ready at {settings.warehouse}")
-        return 0
-    if args.command == "train":
-        from pipelines import train
-
-        if args.params != "best":
-            params = train_params(args)  # a bad value fails here, before Spark starts
-            lists = list_params(args, params)
-            choice = train.DEFAULT_LIST_CHOICE if args.list_model == "implicit" and not any(
-                getattr(args, flag) is not None for flag in LIST_OPTIONS) \
-                else "set on the command line"
-        spark = create_spark(settings)
-        if args.params == "best":
-            params, lists, choice = best_models(spark, settings, args)
-        train.train(spark, settings, params, lists, choice)
-        return 0
-    if args.command == "tune":
-        from pipelines import tune
-
-        ranking = args.objective == "ranking"
-        grid = tune.TuneGrid(ranks=args.ranks or ((32, 64, 96) if ranking else (10, 20, 30, 50)),
-                              reg_params=args.reg_params or ((0.1, 0.3, 1.0) if ranking
-                                                             else (0.05, 0.1, 0.15, 0.2)),
-                              max_iters=args.max_iters, bias_centred=args.bias_centred,
-                              validation_fraction=args.validation_fraction, seed=args.seed,
-                              parallelism=args.parallelism, objective=args.objective,
-                              alphas=args.alphas)
-        grid.trials()  # a bad value fails here, before Spark starts
-        tune.tune(create_spark(settings), settings, grid)
-        return 0
-    if args.command == "recommend":
-        from pipelines import recommend
-
-        new_user = recommend.read_ratings_file(args.ratings) if args.ratings else None
-        spark = create_spark(settings)
-        if new_user is not None:
-            rows = recommend.fold_in(spark, settings, new_user, args.top_n or 10)
-        else:
-            rows = recommend.for_user(spark, settings, args.user, args.top_n)
-        if args.format == "text":
-            print(recommend.format_listing(rows.collect()))  # N rows, asked for
-        else:
-            print_rows(rows, args.format)
-        return 0
-    spark = create_spark(settings)
-    if args.command == "ingest":
-        from pipelines import ingest
-
-        ingest.ingest_dataset(spark, settings, Path(args.data))
-        return 0
-    if args.command == "build":
-        from pipelines import evaluate
-
-        project = sql_project.load_project(settings, cli_vars=cli_vars)
-        # Without --select: the warehouse models; the reports read train's output and are
-        # built by `evaluate` (name them in --select to build them here).
-        runner.build(spark, project, args.select or evaluate.warehouse_models(project),
-                     force=args.force)
-        return 0
-    if args.command == "evaluate":
-        from pipelines import evaluate
-
-        evaluate.evaluate(spark, settings, cli_vars, force=args.force)
-        return 0
-    if args.command == "report":
-        from pipelines import report
-
-        report.write_report(spark, settings, Path(args.out) if args.out else None)
-        return 0
-    if args.command in ("history", "restore", "maintain"):
-        from pipelines import maintenance
-
-        if args.command == "history":
-            print_rows(maintenance.history(spark, settings, args.table, args.limit), args.format)
-        elif args.command == "restore":
-            maintenance.restore_version(spark, settings, args.table, args.version)
-        else:
-            maintenance.maintain(spark, settings, args.retain_hours, args.unsafe_retention)
-        return 0
-    if args.command == "sql":
-        try:
-            print_rows(spark.sql(args.query), args.format)
-        except Exception as exc:  # Spark's message, one line: it names the problem
-            raise ReelhouseError(f"The query failed: {spark_message(exc)}") from exc
-        return 0
-    raise ReelhouseError(f"Unknown command {args.command}.")
+    """The command's handler, given the settings its flags make; its exit code."""
+    code = args.func(args, settings_from(args))
+    return 0 if code is None else code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -552,4 +709,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

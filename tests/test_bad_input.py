@@ -28,6 +28,7 @@ import gzip
 import hashlib
 import io
 import re
+import shutil
 import sys
 import zipfile
 from pathlib import Path
@@ -404,6 +405,44 @@ def test_folder_with_no_movielens_files(spark, dataset, reelhouse, tmp_path):
     folder = folder_with(tmp_path / "other", {"readme.txt": "hello\n"})
     offer_folder(spark, dataset, reelhouse, folder,
                  f"{folder} holds no MovieLens layout reelhouse knows: {ingest.KNOWN_LAYOUTS}.")
+
+
+@pytest.mark.parametrize("folder, problem", [("missing", "does not exist"),
+                                             ("empty", "has no reelhouse_project.yml")],
+                         ids=["missing", "no-manifest"])
+def test_project_dir_that_is_not_a_sql_project(spark, dataset, reelhouse, tmp_path, folder,
+                                               problem):
+    """`reelhouse build --project-dir DIR` where DIR is missing or has no manifest: `The SQL
+    project DIR does not exist: point --project-dir (or REELHOUSE_PROJECT_DIR) at a folder
+    holding reelhouse_project.yml ...` before any model is read, and no table changes."""
+    (tmp_path / "empty").mkdir()
+    before = versions(spark, dataset)
+    code, err = reelhouse("build", "--project-dir", tmp_path / folder,
+                          "--warehouse", dataset.settings.warehouse)
+    assert_one_line_error(code, err, f"The SQL project {(tmp_path / folder).resolve()} "
+                                     f"{problem}: point --project-dir (or REELHOUSE_PROJECT_DIR) "
+                                     "at a folder holding reelhouse_project.yml (and models/, "
+                                     "macros/, tests/, udfs/).")
+    assert versions(spark, dataset) == before
+
+
+def test_project_dir_flag_wins_over_the_environment(reelhouse, tmp_path, monkeypatch):
+    """`reelhouse compile --project-dir DIR` renders DIR's models, not those of
+    REELHOUSE_PROJECT_DIR (which, alone, is the project compiled)."""
+    for project, model in (("flag", "from_flag"), ("env", "from_env")):
+        (tmp_path / project / "models" / "marts").mkdir(parents=True)
+        (tmp_path / project / "models" / "marts" / f"{model}.sql").write_text("select 1 as n")
+        (tmp_path / project / "reelhouse_project.yml").write_text("name: mine\n")
+    monkeypatch.chdir(tmp_path)  # compile writes ./target/compiled
+    monkeypatch.setenv("REELHOUSE_PROJECT_DIR", str(tmp_path / "env"))
+
+    def compiled(*flags) -> list[str]:
+        shutil.rmtree(tmp_path / "target", ignore_errors=True)
+        assert reelhouse("compile", *flags)[0] == 0
+        return sorted(p.stem for p in (tmp_path / "target" / "compiled" / "marts").iterdir())
+
+    assert compiled() == ["from_env"]
+    assert compiled("--project-dir", tmp_path / "flag") == ["from_flag"]
 
 
 # --- hostile input --------------------------------------------------------------------------
