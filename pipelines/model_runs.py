@@ -7,7 +7,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
-from pipelines import delta_log, naming, progress, registration, storage, writes
+from pipelines import delta_log, naming, progress, registration, sql_project, storage, writes
 from pipelines.errors import ReelhouseError
 from pipelines.settings import Settings
 
@@ -48,30 +48,6 @@ RUN_COLUMNS = [
     ("list_model", "string"), ("list_params", "string"), ("serving_global_mean", "double"),
     ("serving_rows", "bigint"), ("serving_fit_seconds", "double"), ("list_choice", "string"),
 ]
-RUN_DOCS = {
-    "run_id": "The training run: <UTC start time>-<random suffix>, sortable by time.",
-    "global_mean": "Mean train rating of a bias-centred run (0 for plain and implicit runs).",
-    "cold_start_rows": "Test rows left out of predictions: user or movie unseen in training.",
-    "fit_seconds": "Wall time of ALS.fit.",
-    "rmse": "Root mean squared error of predictions on the test rows (null for implicit).",
-    "mae": "Mean absolute error of predictions on the test rows (null for implicit).",
-    "input_versions": "Delta version of each input table the run read.",
-    "output_versions": "Delta version of each output table the run wrote (for time travel).",
-    "model_path": "Folder of the saved MLlib models: ratings/ (the rating model, biases "
-                  "folded into its factors: transform() gives the unclipped estimate) and "
-                  "lists/ (the serving list model); ALSModel.load reads each.",
-    "params": "The rating model's parameters as JSON (explicit, fit on train).",
-    "list_model": "The model that serves the lists: implicit_als or explicit_als.",
-    "list_params": "The list model's parameters as JSON (its evaluation fit on train and its "
-                   "serving fit on every rating use the same).",
-    "serving_global_mean": "Mean rating of the serving fit (0 unless bias-centred).",
-    "serving_rows": "Ratings the serving list model was refit on (every split).",
-    "serving_fit_seconds": "Wall time of the serving fit.",
-    "list_choice": "Why that list model serves: the default, or the tune that chose it.",
-    "train_rows": "Train ratings the evaluation fits saw.",
-}
-
-
 def latest_run(spark, settings: Settings):
     """The newest model_runs row, or None before the first run."""
     if delta_log.current_version(spark, settings, RUNS_TABLE) is None:
@@ -146,5 +122,5 @@ def record_run(spark, settings: Settings, row: tuple) -> None:
     this row is written, and not before (an append: a third of a MERGE's time, and a new
     run_id cannot match a row anyway)."""
     writes.append_once(spark, settings, naming.literal_rows(spark, RUN_COLUMNS, [row]),
-                        RUNS_TABLE, row[0], "One row per finished training run.", RUN_DOCS)
+                        RUNS_TABLE, row[0], *sql_project.table_docs(settings, RUNS_TABLE))
 

@@ -325,9 +325,15 @@ def _attach_singular_tests(project: Project, test_paths: list[str]) -> None:
                 severity=rendered.config.get("severity", "error")))
 
 
-def table_docs(project: Project, table: str) -> tuple[str | None, dict[str, str]]:
-    """A table's description and column descriptions from the project's YAML (models and
-    sources alike): what every writer of that table puts in the table's comments."""
-    doc = project.docs.get(table, {})
+def table_docs(settings: Settings, table: str) -> tuple[str | None, dict[str, str]]:
+    """A table's description and column descriptions from the project's YAML (a model's or a
+    source's): what the Python steps that write a table (train, tune) give it as comments, so
+    its docs live in one place."""
+    manifest = read_manifest(settings.project_dir)
+    doc: dict = {}
+    for folder in manifest.get("model-paths", DEFAULT_PATHS["model-paths"]):
+        if (settings.project_dir / folder).is_dir():
+            doc = _read_yaml_docs(settings.project_dir / folder, settings.schema)[0].get(
+                table, doc)
     columns = {c["name"]: c.get("description") for c in doc.get("columns", []) if "name" in c}
     return doc.get("description"), columns

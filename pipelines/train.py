@@ -45,6 +45,7 @@ from pipelines import (
     progress,
     registration,
     run_ids,
+    sql_project,
     top_lists,
     writes,
 )
@@ -141,37 +142,26 @@ def _train_and_publish(spark, settings: Settings, params: als.TrainParams,
             return naming.literal_rows(spark, top_lists.LIST_COLUMNS, [])
         return lists(ratings_fit, train_rows, evaluated_users)
 
-    outputs_to_write = {  # table: (rows, comment); rows may be a function computing them
-        "user_factors": (serving_fit.user_factors, "Factors of the serving list model (fit "
-                         "on every rating) and the user bias (0 unless bias-centred), latest "
-                         "run."),
-        "movie_factors": (serving_fit.movie_factors, "Factors of the serving list model (fit "
-                          "on every rating) and the movie bias, latest run."),
-        "rating_user_factors": (ratings_fit.user_factors, "Rating model (explicit, "
-                                "bias-centred, fit on train): user factors and damped bias."),
-        "rating_movie_factors": (ratings_fit.movie_factors, "Rating model (explicit, "
-                                 "bias-centred, fit on train): movie factors and damped bias."),
-        "predictions": (predictions, "The rating model's estimate of every test row whose "
-                        "user and movie were seen in training (latest run)."),
-        "test_recommendations": (lambda: lists(lists_fit, train_rows, evaluated_users),
-                                 "Top N of the serving list model as fit on train, train items "
-                                 "excluded, for every user with a test rating (latest run): "
-                                 "what ranking_metrics scores."),
-        "candidate_recommendations": (candidate_lists, "Top N test lists of the other "
-                                      "candidate models (fit on train, latest run)."),
-        "recommendations": (recommendations, "Top N movies per user never rated by them, from "
-                            "the list model refit on every rating (latest run); source "
-                            "'most_rated' for users the model cannot score."),
-        "similar_movies": (lambda: top_lists.similar_movies(
+    # table: its rows, or a function computing them; descriptions come from the YAML
+    # (sql/reports/_reports.yml, sources: train)
+    outputs_to_write = {
+        "user_factors": serving_fit.user_factors,
+        "movie_factors": serving_fit.movie_factors,
+        "rating_user_factors": ratings_fit.user_factors,
+        "rating_movie_factors": ratings_fit.movie_factors,
+        "predictions": predictions,
+        "test_recommendations": lambda: lists(lists_fit, train_rows, evaluated_users),
+        "candidate_recommendations": candidate_lists,
+        "recommendations": recommendations,
+        "similar_movies": lambda: top_lists.similar_movies(
             spark, serving_fit.movie_factors, list_params.rank, list_params.top_n,
             list_params.min_movie_ratings)
-            .selectExpr(f"{naming.sql_string(run_id)} as run_id", "*"),
-            "Top N movies by cosine similarity of the serving model's factors (latest run)."),
+        .selectExpr(f"{naming.sql_string(run_id)} as run_id", "*"),
     }
 
     def write(table: str) -> int:
-        rows, comment = outputs_to_write[table]
-        return _publish(spark, settings, rows() if callable(rows) else rows, table, comment)
+        rows = outputs_to_write[table]
+        return _publish(spark, settings, rows() if callable(rows) else rows, table)
 
     # The tables are independent: written side by side, each in its own Delta commit,
     # so Spark's scheduling gaps and commit latency of one overlap the work of another.
@@ -209,12 +199,14 @@ def rating_model(spark, fit: als.Fit):
     return als.factor_model(spark, fit.params.rank + 2, users, movies, "user_id", "movie_id")
 
 
-def _publish(spark, settings: Settings, df, table: str, comment: str) -> int:
-    """Replace an output table in one Delta commit; returns the version written."""
+def _publish(spark, settings: Settings, df, table: str) -> int:
+    """Replace an output table in one Delta commit, with its YAML docs as comments; returns
+    the version written."""
     spark.sparkContext.setJobDescription(f"write {naming.qualified(settings, table)}")
     try:
         with progress.step(f"write {naming.qualified(settings, table)}") as step:
-            writes.replace_table(spark, settings, df, table, comment)
+            writes.replace_table(spark, settings, df, table,
+                                 *sql_project.table_docs(settings, table))
             rows = delta_log.rows_in_last_commit(spark, settings, table)
             step["result"] = f"{rows:,} rows" if rows is not None else ""
     finally:

@@ -92,14 +92,6 @@ TRIAL_COLUMNS = [
     ("validation_ndcg_at_10", "double"), ("validation_precision_at_10", "double"),
     ("params", "string"),
 ]
-TRIAL_DOCS = {
-    "objective": "What the tune scored: 'rmse' (rating model) or 'ranking' (list model).",
-    "validation_ndcg_at_10": "Ranking objective: NDCG@10 of the trial's lists on the validation "
-                             "share, any validation rating relevant, fit movies excluded.",
-    "params": "Every training parameter of the trial as JSON.",
-}
-
-
 def validation_split(settings: Settings, train_rows, fraction: float, seed: int):
     """(fit rows, validation rows), both carved from the train rows only: a draw below
     `fraction` marks validation. The draw is the split_draw macro (sql/macros/splits.sql) that
@@ -218,8 +210,7 @@ def tune(spark, settings: Settings, grid: TuneGrid | None = None) -> str:
              json.dumps(asdict(p), sort_keys=True))
             for trial_id, p, r in zip(trial_ids, trials, results, strict=True)]
     writes.append_once(spark, settings, naming.literal_rows(spark, TRIAL_COLUMNS, rows),
-                        TRIALS_TABLE, tune_id, "One row per tuning trial (reelhouse tune).",
-                        TRIAL_DOCS)
+                        TRIALS_TABLE, tune_id, *sql_project.table_docs(settings, TRIALS_TABLE))
     if grid.objective == "ranking":
         index = max(range(len(trials)), key=lambda i: results[i]["ndcg"] or 0.0)
         best = trials[index]

@@ -378,10 +378,10 @@ def fail_writing(monkeypatch, failing_table: str) -> list[str]:
     written: list[str] = []
     publish = train._publish
 
-    def publish_or_fail(spark, settings, df, table, comment):
+    def publish_or_fail(spark, settings, df, table):
         if table == failing_table:
             raise InjectedFailure(f"injected failure writing {table}")
-        version = publish(spark, settings, df, table, comment)
+        version = publish(spark, settings, df, table)
         written.append(table)
         return version
 
