@@ -3,68 +3,41 @@ hive:// URL, as Superset does) and by beeline, while this process writes to the 
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from pipelines import delta_log, ingest, pipeline, registration, runner, serve, writes
 from pipelines.errors import ReelhouseError
-
-from .test_ingest import latest_folder
-
-REELHOUSE = [sys.executable, "-m", "pipelines.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_ready(process: subprocess.Popen, seconds: float = 180) -> str:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line.startswith("READY "):
-            return line.split()[1]
-        if not line and process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}")
-    raise AssertionError("server did not start in time")
+from tests.conftest import (
+    REELHOUSE,
+    beeline,
+    free_port,
+    fresh_warehouse,
+    latest_folder,
+    query,
+    reelhouse_env,
+    start_server,
+    stop_server,
+    wait_for_ready,
+)
 
 
 @pytest.fixture(scope="module")
 def server(spark, tmp_path_factory):
-    from .conftest import fresh_warehouse
-
     settings = fresh_warehouse(spark, tmp_path_factory, "served")
     ingest.ingest_dataset(spark, settings, latest_folder(tmp_path_factory.mktemp("data")))
     port = free_port()
-    env = {**os.environ, "REELHOUSE_DRIVER_MEMORY": "1g"}
-    process = subprocess.Popen(
-        REELHOUSE + ["serve", "--warehouse", settings.warehouse, "--port", str(port),
-                     "--refresh-seconds", "1", "--conf", "spark.ui.enabled=false"],
-        stdout=subprocess.PIPE, text=True, env=env)
+    process = start_server(settings.warehouse, port, "--refresh-seconds", "1")
     try:
         wait_for_ready(process)
         yield settings, port, process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=60)
-
-
-def query(port: int, sql: str) -> list[tuple]:
-    engine = create_engine(f"hive://127.0.0.1:{port}/movielens")
-    with engine.connect() as connection:
-        return [tuple(row) for row in connection.execute(text(sql)).fetchall()]
+        stop_server(process)
 
 
 def test_pyhive_sees_every_table_by_name_and_the_udfs(server):
@@ -73,18 +46,6 @@ def test_pyhive_sees_every_table_by_name_and_the_udfs(server):
     assert {"raw_ratings", "raw_movies", "ingest_files"} <= tables
     assert query(port, "select count(*) from movielens.raw_ratings") == [(3,)]
     assert query(port, "select movielens.clean_title('Matrix, The (1999)')") == [("The Matrix",)]
-
-
-def beeline(port: int, sql: str) -> list[str]:
-    """Spark's own JDBC shell: the query's rows as CSV lines, header first (a prompt beeline
-    may print before the header, '. . . .> ', taken off)."""
-    result = subprocess.run(
-        [str(serve.spark_home() / "bin" / "beeline"), "-u",
-         f"jdbc:hive2://127.0.0.1:{port}/movielens", "--outputformat=csv2", "-e", sql],
-        capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
-        env={**os.environ, "SPARK_HOME": str(serve.spark_home())})
-    assert result.returncode == 0, result.stderr[-2000:]
-    return [re.sub(r"^(?:\. )*\.> ", "", line) for line in result.stdout.strip().splitlines()]
 
 
 def test_beeline_queries_over_jdbc(server):
@@ -143,11 +104,11 @@ def reelhouse_run(settings, data, *extra, wait=True):
     command = REELHOUSE + ["run", "--warehouse", settings.warehouse, "--data", str(data),
                            "--steps", "ingest,build", "--select", "+ratings",
                            "--conf", "spark.ui.enabled=false", *extra]
-    env = {**os.environ, "REELHOUSE_DRIVER_MEMORY": "1g"}
     if wait:
-        return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+        return subprocess.run(command, capture_output=True, text=True, timeout=600,
+                              env=reelhouse_env())
     return subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            text=True, env=env)
+                            text=True, env=reelhouse_env())
 
 
 @pytest.fixture(scope="module")

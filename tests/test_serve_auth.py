@@ -3,38 +3,34 @@ refused, over PyHive and beeline."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-
 import pytest
 from pyhive import hive
 
-from pipelines import auth, serve, writes
+from pipelines import auth, writes
 from pipelines.errors import ReelhouseError
-
-from .test_serve import REELHOUSE, free_port, wait_for_ready
+from tests.conftest import (
+    free_port,
+    fresh_warehouse,
+    run_beeline,
+    start_server,
+    stop_server,
+    wait_for_ready,
+)
 
 
 @pytest.fixture(scope="module")
 def guarded_server(spark, tmp_path_factory):
-    from .conftest import fresh_warehouse
-
     settings = fresh_warehouse(spark, tmp_path_factory, "guarded")
     writes.replace_table(spark, settings, spark.range(4), "secrets")
     auth_file = tmp_path_factory.mktemp("auth") / "users"
     auth.set_password(auth_file, "analyst", "correct-horse-battery")
     port = free_port()
-    process = subprocess.Popen(
-        REELHOUSE + ["serve", "--warehouse", settings.warehouse, "--port", str(port),
-                     "--auth-file", str(auth_file), "--conf", "spark.ui.enabled=false"],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "REELHOUSE_DRIVER_MEMORY": "1g"})
+    process = start_server(settings.warehouse, port, "--auth-file", str(auth_file))
     try:
         wait_for_ready(process)
         yield port
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+        stop_server(process)
 
 
 def connect(port, username=None, password=None):
@@ -57,19 +53,11 @@ def test_wrong_or_missing_credentials_are_refused(guarded_server, username, pass
         connect(guarded_server, username, password).cursor().execute("select 1")
 
 
-def beeline(port, *credentials):
-    return subprocess.run(
-        [str(serve.spark_home() / "bin" / "beeline"), "-u",
-         f"jdbc:hive2://127.0.0.1:{port}/movielens", *credentials, "--outputformat=csv2",
-         "-e", "select count(*) from secrets"],
-        capture_output=True, text=True, timeout=180,
-        env={**os.environ, "SPARK_HOME": str(serve.spark_home())})
-
-
 def test_beeline_needs_the_password_too(guarded_server):
-    good = beeline(guarded_server, "-n", "analyst", "-p", "correct-horse-battery")
+    count = "select count(*) from secrets"
+    good = run_beeline(guarded_server, count, "-n", "analyst", "-p", "correct-horse-battery")
     assert good.returncode == 0 and good.stdout.strip().splitlines()[-1] == "4"
-    bad = beeline(guarded_server, "-n", "analyst", "-p", "nope")
+    bad = run_beeline(guarded_server, count, "-n", "analyst", "-p", "nope")
     assert bad.returncode != 0 or "4" not in bad.stdout
 
 
