@@ -3,8 +3,11 @@ refused, over PyHive and beeline."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pyhive import hive
+from thrift.transport.TTransport import TTransportException
 
 from pipelines import auth, writes
 from pipelines.errors import ReelhouseError
@@ -49,7 +52,10 @@ def test_the_right_password_connects(guarded_server):
 @pytest.mark.parametrize("username, password", [
     ("analyst", "wrong password"), ("intruder", "correct-horse-battery"), ("analyst", None)])
 def test_wrong_or_missing_credentials_are_refused(guarded_server, username, password):
-    with pytest.raises(Exception):  # noqa: B017 - the client raises its transport error
+    """The server itself refuses the login (HiveServer2 answers the SASL handshake with BAD):
+    not a refused connection, a timeout or a crash."""
+    with pytest.raises(TTransportException,
+                       match=re.escape("Bad status: 3 (b'Error validating the login')")):
         connect(guarded_server, username, password).cursor().execute("select 1")
 
 
@@ -58,7 +64,8 @@ def test_beeline_needs_the_password_too(guarded_server):
     good = run_beeline(guarded_server, count, "-n", "analyst", "-p", "correct-horse-battery")
     assert good.returncode == 0 and good.stdout.strip().splitlines()[-1] == "4"
     bad = run_beeline(guarded_server, count, "-n", "analyst", "-p", "nope")
-    assert bad.returncode != 0 or "4" not in bad.stdout
+    assert bad.returncode == 1 and bad.stdout.strip() == ""
+    assert "Peer indicated failure: Error validating the login" in bad.stderr, bad.stderr[-2000:]
 
 
 def test_weak_passwords_and_odd_user_names_are_refused(tmp_path):
