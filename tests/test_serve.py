@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import DBAPIError
 
 from pipelines import delta_log, ingest, pipeline, registration, runner, serve, writes
 from pipelines.errors import ReelhouseError
@@ -25,6 +26,10 @@ from tests.conftest import (
     stop_server,
     wait_for_ready,
 )
+
+# What ingest writes: the tables a warehouse holds before anything is built.
+INGESTED_TABLES = {"ingest_files", "raw_genres", "raw_links", "raw_movies", "raw_ratings",
+                   "raw_splits", "raw_tags", "raw_users"}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +48,7 @@ def server(spark, tmp_path_factory):
 def test_pyhive_sees_every_table_by_name_and_the_udfs(server):
     _, port, _ = server
     tables = {row[1] for row in query(port, "show tables in movielens")}
-    assert {"raw_ratings", "raw_movies", "ingest_files"} <= tables
+    assert tables == INGESTED_TABLES
     assert query(port, "select count(*) from movielens.raw_ratings") == [(3,)]
     assert query(port, "select movielens.clean_title('Matrix, The (1999)')") == [("The Matrix",)]
 
@@ -68,12 +73,13 @@ def eventually(port: int, sql: str, done=lambda rows: rows is not None,
                seconds: float = 30) -> list[tuple] | None:
     """The query's rows once `done(rows)` holds, or the last answer after `seconds` (the
     server's catalog refresh catches up within a few ticks; until then the query may fail,
-    None, or answer from the old catalog): the caller checks what it got."""
+    None, or answer from the old catalog): the caller checks what it got. Only an error the
+    server answered with counts as not there yet: a server that is gone fails the test."""
     deadline = time.monotonic() + seconds
     while True:
         try:
             rows = query(port, sql)
-        except Exception:  # noqa: BLE001 - the name is not registered yet
+        except DBAPIError:  # the server's answer: the name is not registered yet
             rows = None
         if done(rows) or time.monotonic() > deadline:
             return rows
@@ -94,10 +100,14 @@ def test_a_changed_view_and_a_dropped_table_reach_the_server(spark, server):
                           "doomed_table")
     assert eventually(port, "select id from movielens.doomed_table") == [(1,)]
     writes.restore(spark, settings, "doomed_table", None)  # the table did not exist: drop it
-    def dropped(rows):
-        return rows is not None and all(row[1] != "doomed_table" for row in rows)
 
-    assert dropped(eventually(port, "show tables in movielens", dropped))
+    def dropped(rows):
+        return rows is not None and "doomed_table" not in {row[1] for row in rows}
+
+    tables = eventually(port, "show tables in movielens", dropped)
+    # Gone, and only it: an empty or failed listing would not do.
+    assert tables is not None and {row[1] for row in tables} == INGESTED_TABLES | {
+        "fresh_table", "served_view"}
 
 
 def reelhouse_run(settings, data, *extra, wait=True):
@@ -123,7 +133,8 @@ def dataset(tmp_path_factory):
 def test_a_run_while_clients_query_and_a_second_run_is_refused(server, dataset):
     settings, port, _ = server
     folder, num_ratings = dataset
-    before = query(port, "select count(*) from movielens.raw_ratings")[0][0]
+    before = 3  # latest_folder's ratings, ingested by the server fixture
+    assert query(port, "select count(*) from movielens.raw_ratings") == [(before,)]
     first = reelhouse_run(settings, folder, wait=False)
     for line in first.stderr:  # the lock is held from here on
         if " started" in line:
@@ -142,7 +153,9 @@ def test_a_run_while_clients_query_and_a_second_run_is_refused(server, dataset):
     rest = first.stderr.read()
     assert first.returncode == 0, rest[-2000:]
     assert failures == []
-    assert seen <= {before, num_ratings}  # the old table or the new one, never a part
+    # Queries ran while the run wrote, and each saw the old table or the new one, never a part.
+    assert seen and seen <= {before, num_ratings}, seen
+    assert query(port, "select count(*) from movielens.raw_ratings") == [(num_ratings,)]
     deadline = time.monotonic() + 30  # the server picks up the run's new tables
     while time.monotonic() < deadline and not any(
             row[1] == "pipeline_runs" for row in query(port, "show tables in movielens")):
@@ -235,7 +248,7 @@ def test_sigterm_stops_the_server_cleanly(server):
     _, port, process = server
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=90) == 0
-    with pytest.raises(OSError):
+    with pytest.raises(ConnectionRefusedError):  # nothing listens there any more
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
