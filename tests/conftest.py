@@ -1,13 +1,25 @@
 """One Spark session for the whole test run (starting Spark costs seconds); each test that
-needs a warehouse gets a fresh folder and a catalog emptied of the previous test's tables."""
+needs a warehouse gets a fresh folder and a catalog emptied of the previous test's tables.
+
+Also what several test modules share, so that no test module imports another: a tiny
+ml-latest folder to ingest, and the helpers that start `reelhouse serve` as a process and
+query it over PyHive and beeline."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
-from pipelines import registration
+from pipelines import registration, serve
 from pipelines.session import create_spark
 from pipelines.settings import CHECKOUT_DIR, Settings
 
@@ -97,3 +109,101 @@ def installed_reelhouse(tmp_path_factory) -> Path:
                           capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return venv / "bin" / "reelhouse"
+
+
+# --- data files -----------------------------------------------------------------------------
+
+def write_file(folder: Path, name: str, text: str, encoding: str = "utf-8",
+               crlf: bool = False) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    data = text.replace("\n", "\r\n") if crlf else text
+    (folder / name).write_bytes(data.encode(encoding))
+    return folder / name
+
+
+def latest_folder(root: Path) -> Path:
+    """ml-latest layout with CRLF endings, a quoted title and non-Latin letters: 3 ratings,
+    3 movies, 1 tag, 2 links."""
+    folder = root / "ml-latest-tiny"
+    write_file(folder, "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n"
+               "1,2,3.5,964981247\n2,1,5.0,964982224\n", crlf=True)
+    write_file(folder, "movies.csv",
+               'movieId,title,genres\n1,Toy Story (1995),Adventure|Animation\n'
+               '2,"American President, The (1995)",Comedy|Drama|Romance\n'
+               '3,Амели (2001),(no genres listed)\n', crlf=True)
+    write_file(folder, "tags.csv",
+               'userId,movieId,tag,timestamp\n1,1,"pixar, fun",1139045764\n', crlf=True)
+    write_file(folder, "links.csv", "movieId,imdbId,tmdbId\n1,0114709,862\n2,0112346,\n",
+               crlf=True)
+    return folder
+
+
+# --- `reelhouse` processes: the Thrift server and its clients --------------------------------
+
+REELHOUSE = [sys.executable, "-m", "pipelines.cli"]
+
+
+def reelhouse_env(driver_memory: str = "1g") -> dict[str, str]:
+    """The environment of a `reelhouse` subprocess: a small driver, as two of them (a server
+    and a run) share the machine with this test session's own JVM."""
+    return {**os.environ, "REELHOUSE_DRIVER_MEMORY": driver_memory}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(warehouse: str, port: int, *options: str) -> subprocess.Popen:
+    """`reelhouse serve` on 127.0.0.1:port in its own process (stdout piped, for
+    wait_for_ready); options are more command-line flags."""
+    return subprocess.Popen(
+        REELHOUSE + ["serve", "--warehouse", warehouse, "--port", str(port),
+                     "--conf", "spark.ui.enabled=false", *options],
+        stdout=subprocess.PIPE, text=True, env=reelhouse_env())
+
+
+def wait_for_ready(process: subprocess.Popen, seconds: float = 180) -> str:
+    """The JDBC URL the server prints once it accepts clients."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith("READY "):
+            return line.split()[1]
+        if not line and process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}")
+    raise AssertionError("server did not start in time")
+
+
+def stop_server(process: subprocess.Popen, seconds: float = 60) -> None:
+    """SIGTERM, as an operator stops it, unless it has stopped already."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=seconds)
+
+
+def query(port: int, sql: str) -> list[tuple]:
+    """The rows of `sql` over PyHive, through SQLAlchemy's hive:// URL (as Superset does)."""
+    engine = create_engine(f"hive://127.0.0.1:{port}/movielens")
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(text(sql)).fetchall()]
+
+
+def run_beeline(port: int, sql: str, *options: str) -> subprocess.CompletedProcess:
+    """Spark's own JDBC shell running `sql`, its rows as CSV (options: more flags, such as
+    -n USER -p PASSWORD)."""
+    return subprocess.run(
+        [str(serve.spark_home() / "bin" / "beeline"), "-u",
+         f"jdbc:hive2://127.0.0.1:{port}/movielens", *options, "--outputformat=csv2",
+         "-e", sql],
+        capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
+        env={**os.environ, "SPARK_HOME": str(serve.spark_home())})
+
+
+def beeline(port: int, sql: str) -> list[str]:
+    """The query's rows as CSV lines over beeline, header first (a prompt beeline may print
+    before the header, '. . . .> ', taken off)."""
+    result = run_beeline(port, sql)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return [re.sub(r"^(?:\. )*\.> ", "", line) for line in result.stdout.strip().splitlines()]

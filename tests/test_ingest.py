@@ -5,33 +5,11 @@ missing files, unsafe zips) is catalogued in tests/test_bad_input.py, one test p
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from pipelines import ingest
 from pipelines.errors import ReelhouseError
-
-
-def write(folder: Path, name: str, text: str, encoding: str = "utf-8", crlf: bool = False):
-    folder.mkdir(parents=True, exist_ok=True)
-    data = text.replace("\n", "\r\n") if crlf else text
-    (folder / name).write_bytes(data.encode(encoding))
-    return folder / name
-
-
-def latest_folder(root: Path) -> Path:
-    """ml-latest layout with CRLF endings, a quoted title and non-Latin letters."""
-    folder = root / "ml-latest-tiny"
-    write(folder, "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n"
-          "1,2,3.5,964981247\n2,1,5.0,964982224\n", crlf=True)
-    write(folder, "movies.csv", 'movieId,title,genres\n1,Toy Story (1995),Adventure|Animation\n'
-          '2,"American President, The (1995)",Comedy|Drama|Romance\n'
-          '3,Амели (2001),(no genres listed)\n', crlf=True)
-    write(folder, "tags.csv", 'userId,movieId,tag,timestamp\n1,1,"pixar, fun",1139045764\n',
-          crlf=True)
-    write(folder, "links.csv", "movieId,imdbId,tmdbId\n1,0114709,862\n2,0112346,\n", crlf=True)
-    return folder
+from tests.conftest import latest_folder, write_file
 
 
 def raw_lines(spark, table: str) -> list[tuple]:
@@ -42,13 +20,13 @@ def raw_lines(spark, table: str) -> list[tuple]:
 
 def test_ml_100k_reads_tabs_pipes_and_iso_8859_1(spark, new_warehouse, tmp_path):
     folder = tmp_path / "ml-100k"
-    write(folder, "u.data", "196\t242\t3\t881250949\n186\t302\t3\t891717742\n")
-    write(folder, "u.item", "1|Toy Story (1995)|01-Jan-1995||http://us.imdb.com/M/title-exact?"
-          "Toy%20Story%20(1995)|0|0|0|1|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0\n"
-          "2|Misérables, Les (1995)|01-Jan-1995||http://x|0|0|0|0|0|0|0|0|1|0|0|0|1|0|0|0|0|0|0\n",
-          encoding="iso-8859-1")
-    write(folder, "u.user", "1|24|M|technician|85711\n2|53|F|other|94043\n")
-    write(folder, "u.genre", "unknown|0\nAction|1\nAdventure|2\n\n")
+    write_file(folder, "u.data", "196\t242\t3\t881250949\n186\t302\t3\t891717742\n")
+    write_file(folder, "u.item", "1|Toy Story (1995)|01-Jan-1995||http://us.imdb.com/M/title-exact?"
+               "Toy%20Story%20(1995)|0|0|0|1|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0\n"
+               "2|Misérables, Les (1995)|01-Jan-1995||http://x|0|0|0|0|0|0|0|0|1|0|0|0|1|0|0|0|0|0|0\n",
+               encoding="iso-8859-1")
+    write_file(folder, "u.user", "1|24|M|technician|85711\n2|53|F|other|94043\n")
+    write_file(folder, "u.genre", "unknown|0\nAction|1\nAdventure|2\n\n")
     settings = new_warehouse()
     counts = ingest.ingest_dataset(spark, settings, folder)
     assert counts["ratings"] == 2 and counts["movies"] == 2 and counts["users"] == 2
@@ -60,10 +38,10 @@ def test_ml_100k_reads_tabs_pipes_and_iso_8859_1(spark, new_warehouse, tmp_path)
 
 def test_ml_1m_and_ml_10m_are_told_apart_by_users_dat(spark, new_warehouse, tmp_path):
     one_m = tmp_path / "ml-1m"
-    write(one_m, "ratings.dat", "1::1193::5::978300760\n1::661::3::978302109\n")
-    write(one_m, "movies.dat", "73::Misérables, Les (1995)::Drama|Musical\n",
-          encoding="iso-8859-1")
-    write(one_m, "users.dat", "1::F::1::10::48067\n")
+    write_file(one_m, "ratings.dat", "1::1193::5::978300760\n1::661::3::978302109\n")
+    write_file(one_m, "movies.dat", "73::Misérables, Les (1995)::Drama|Musical\n",
+               encoding="iso-8859-1")
+    write_file(one_m, "users.dat", "1::F::1::10::48067\n")
     assert ingest.detect_layout(one_m).name == "ml-1m"
     settings = new_warehouse()
     ingest.ingest_dataset(spark, settings, one_m)
@@ -71,9 +49,9 @@ def test_ml_1m_and_ml_10m_are_told_apart_by_users_dat(spark, new_warehouse, tmp_
         (1, "73::Misérables, Les (1995)::Drama|Musical", True, "ml-1m")]
 
     ten_m = tmp_path / "ml-10M100K"
-    write(ten_m, "ratings.dat", "1::122::5::838985046\n1::185::4.5::838983525\n")
-    write(ten_m, "movies.dat", "122::Boomerang (1992)::Comedy|Romance\n")
-    write(ten_m, "tags.dat", "15::4973::excellent!::1215184630\n")
+    write_file(ten_m, "ratings.dat", "1::122::5::838985046\n1::185::4.5::838983525\n")
+    write_file(ten_m, "movies.dat", "122::Boomerang (1992)::Comedy|Romance\n")
+    write_file(ten_m, "tags.dat", "15::4973::excellent!::1215184630\n")
     assert ingest.detect_layout(ten_m).name == "ml-10m"
 
 
@@ -97,8 +75,8 @@ def test_the_same_folder_again_loads_only_new_files(spark, new_warehouse, tmp_pa
     assert delta_log.current_version(spark, settings, "raw_ratings") == version
 
     # A new ratings file dropped beside ratings.csv adds exactly its lines, in one commit.
-    write(folder, "ratings-2024-06.csv", "userId,movieId,rating,timestamp\n3,1,2.5,1717200000\n"
-          "3,3,4.0,1717200001\n")
+    write_file(folder, "ratings-2024-06.csv",
+               "userId,movieId,rating,timestamp\n3,1,2.5,1717200000\n3,3,4.0,1717200001\n")
     assert ingest.ingest_dataset(spark, settings, folder)["ratings"] == 2
     assert delta_log.current_version(spark, settings, "raw_ratings") == version + 1
     assert spark.sql("select count(*) from movielens.raw_ratings").first()[0] == 5
@@ -135,17 +113,17 @@ def test_grouplens_own_splits_land_and_drive_ratings_split(spark, new_warehouse,
     ratings = [(u, m, 1 + (u + m) % 5, 881250949 + u * 10 + m) for u in (1, 2, 3)
                for m in (10, 20, 30, 40)]
     line = "{}\t{}\t{}\t{}\n".format
-    write(folder, "u.data", "".join(line(*r) for r in ratings))
-    write(folder, "u.item", "".join(f"{m}|Movie {m} (1995)|01-Jan-1995||http://x"
-                                    + "|0" * 18 + "|1\n" for m in (10, 20, 30, 40)))
+    write_file(folder, "u.data", "".join(line(*r) for r in ratings))
+    write_file(folder, "u.item", "".join(f"{m}|Movie {m} (1995)|01-Jan-1995||http://x"
+                                         + "|0" * 18 + "|1\n" for m in (10, 20, 30, 40)))
     u1_test = {(1, 10), (2, 20), (3, 30), (3, 40)}
-    write(folder, "u1.test", "".join(line(*r) for r in ratings if r[:2] in u1_test)
-          + "3\t40\t2\t881250989\n"  # the same pair again in the same file: a duplicate
-          + "x\t10\t3\t881250949\n")  # a bad user id
-    write(folder, "u1.base", "".join(line(*r) for r in ratings if r[:2] not in u1_test))
+    write_file(folder, "u1.test", "".join(line(*r) for r in ratings if r[:2] in u1_test)
+               + "3\t40\t2\t881250989\n"  # the same pair again in the same file: a duplicate
+               + "x\t10\t3\t881250949\n")  # a bad user id
+    write_file(folder, "u1.base", "".join(line(*r) for r in ratings if r[:2] not in u1_test))
     ua_test = {(u, 10) for u in (1, 2, 3)}
-    write(folder, "ua.test", "".join(line(*r) for r in ratings if r[:2] in ua_test))
-    write(folder, "ua.base", "".join(line(*r) for r in ratings if r[:2] not in ua_test))
+    write_file(folder, "ua.test", "".join(line(*r) for r in ratings if r[:2] in ua_test))
+    write_file(folder, "ua.base", "".join(line(*r) for r in ratings if r[:2] not in ua_test))
     settings = new_warehouse()
     counts = ingest.ingest_dataset(spark, settings, folder)
     assert counts["splits"] == 12 + 12 + 2

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import datetime
 
 import pytest
@@ -411,8 +411,29 @@ def exact_percentile(values, fraction: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def test_rating_distribution_shares_add_up(warehouse, spark):
+def kept_ratings() -> list[float]:
+    """The rating of every raw ratings line that must load, read from the lines themselves:
+    the good lines of every format above and the generated ones (none of which repeats a
+    pair)."""
+    separators = {"ml-100k": "\t", "ml-1m": "::", "ml-10m": "::"}
+    kept = [float(line.split(",")[2]) for line, reason in LATEST_RATING_LINES if reason is None]
+    kept += [float(line.split(",")[2]) for line in generated_rating_lines()]
+    for (fmt, _), lines in OTHER_RATING_FILES.items():
+        kept += [float(line.split(separators[fmt])[2]) for line, reason in lines
+                 if reason is None]
+    return kept
+
+
+def test_rating_distribution_counts_each_rating_value_and_its_shares(warehouse, spark):
+    counts = Counter(kept_ratings())
+    total = sum(counts.values())
     dist = rows(spark, "select * from movielens.rating_distribution order by rating")
+    assert [(r.rating, r.num_ratings) for r in dist] == sorted(counts.items())
+    running = 0
+    for row in dist:
+        running += counts[row.rating]
+        assert row.share == pytest.approx(counts[row.rating] / total, abs=1e-12), row
+        assert row.cumulative_share == pytest.approx(running / total, abs=1e-12), row
     assert sum(r.share for r in dist) == pytest.approx(1.0)
     assert dist[-1].cumulative_share == pytest.approx(1.0)
 

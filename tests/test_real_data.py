@@ -7,21 +7,27 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import signal
 import statistics
 import subprocess
-import sys
 import time
 from collections import defaultdict
 
 import pytest
 
 from pipelines import registration
-
-from .conftest import REAL_DATA, fresh_warehouse
-from .test_serve import REELHOUSE, beeline, free_port, query, wait_for_ready
+from tests.conftest import (
+    REAL_DATA,
+    REELHOUSE,
+    beeline,
+    free_port,
+    fresh_warehouse,
+    query,
+    reelhouse_env,
+    start_server,
+    stop_server,
+    wait_for_ready,
+)
 
 pytestmark = pytest.mark.skipif(
     not (REAL_DATA / "ratings.csv").exists(),
@@ -36,12 +42,8 @@ def served_run(spark, tmp_path_factory, installed_reelhouse):
     that `reelhouse serve` serves throughout. Yields (settings, port, the run's stderr)."""
     settings = fresh_warehouse(spark, tmp_path_factory, "ml_latest_small")
     port = free_port()
-    env = {**os.environ, "REELHOUSE_DRIVER_MEMORY": "1g"}
     run = None
-    server = subprocess.Popen(
-        REELHOUSE + ["serve", "--warehouse", settings.warehouse, "--port", str(port),
-                     "--refresh-seconds", "1", "--conf", "spark.ui.enabled=false"],
-        stdout=subprocess.PIPE, text=True, env=env)
+    server = start_server(settings.warehouse, port, "--refresh-seconds", "1")
     log = tmp_path_factory.mktemp("run") / "stderr.txt"
     try:
         with open(log, "w") as stderr:  # the run starts as the server does: both take a while
@@ -49,7 +51,7 @@ def served_run(spark, tmp_path_factory, installed_reelhouse):
                 [str(installed_reelhouse), "run", "--warehouse", settings.warehouse,
                  "--data", str(REAL_DATA), "--conf", "spark.ui.enabled=false"],
                 stdout=subprocess.DEVNULL, stderr=stderr, text=True, cwd=log.parent,
-                env={**env, "REELHOUSE_DRIVER_MEMORY": "2g"})  # cwd: its report lands there
+                env=reelhouse_env("2g"))  # cwd: its report lands there
             wait_for_ready(server, seconds=900)
             returncode = run.wait(timeout=3600)
         assert returncode == 0, log.read_text()[-3000:]
@@ -60,9 +62,7 @@ def served_run(spark, tmp_path_factory, installed_reelhouse):
         if run is not None and run.poll() is None:
             run.terminate()
             run.wait(timeout=90)
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=90)
+        stop_server(server, seconds=90)
 
 
 @pytest.fixture(scope="module")
@@ -158,12 +158,13 @@ def test_the_split_is_about_80_20_and_covers_every_rating(spark, built):
 
 
 def test_a_second_process_lists_and_queries_the_tables_by_name(built):
-    command = [sys.executable, "-m", "pipelines.cli", "sql", "--warehouse", built.warehouse,
-               "--format", "json", "--conf", "spark.ui.enabled=false",
-               "select (select count(*) from movielens.ratings) as ratings, "
-               "(select count(*) from movielens.movie_stats where num_ratings > 0) as rated"]
-    env = {**os.environ, "REELHOUSE_DRIVER_MEMORY": "1g"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    command = REELHOUSE + ["sql", "--warehouse", built.warehouse,
+                           "--format", "json", "--conf", "spark.ui.enabled=false",
+                           "select (select count(*) from movielens.ratings) as ratings, "
+                           "(select count(*) from movielens.movie_stats "
+                           "where num_ratings > 0) as rated"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env=reelhouse_env())
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout) == [{"ratings": 100_836, "rated": 9_724}]
 

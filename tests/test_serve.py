@@ -3,17 +3,14 @@ hive:// URL, as Superset does) and by beeline, while this process writes to the 
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
 
 from pipelines import (
     delta_log,
@@ -27,74 +24,43 @@ from pipelines import (
     writes,
 )
 from pipelines.errors import ReelhouseError
+from tests.conftest import (
+    REELHOUSE,
+    beeline,
+    free_port,
+    fresh_warehouse,
+    latest_folder,
+    query,
+    reelhouse_env,
+    start_server,
+    stop_server,
+    wait_for_ready,
+)
 
-from .test_ingest import latest_folder
-
-REELHOUSE = [sys.executable, "-m", "pipelines.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_ready(process: subprocess.Popen, seconds: float = 180) -> str:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line.startswith("READY "):
-            return line.split()[1]
-        if not line and process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}")
-    raise AssertionError("server did not start in time")
+# What ingest writes: the tables a warehouse holds before anything is built.
+INGESTED_TABLES = {"ingest_files", "raw_genres", "raw_links", "raw_movies", "raw_ratings",
+                   "raw_splits", "raw_tags", "raw_users"}
 
 
 @pytest.fixture(scope="module")
 def server(spark, tmp_path_factory):
-    from .conftest import fresh_warehouse
-
     settings = fresh_warehouse(spark, tmp_path_factory, "served")
     ingest.ingest_dataset(spark, settings, latest_folder(tmp_path_factory.mktemp("data")))
     port = free_port()
-    env = {**os.environ, "REELHOUSE_DRIVER_MEMORY": "1g"}
-    process = subprocess.Popen(
-        REELHOUSE + ["serve", "--warehouse", settings.warehouse, "--port", str(port),
-                     "--refresh-seconds", "1", "--conf", "spark.ui.enabled=false"],
-        stdout=subprocess.PIPE, text=True, env=env)
+    process = start_server(settings.warehouse, port, "--refresh-seconds", "1")
     try:
         wait_for_ready(process)
         yield settings, port, process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=60)
-
-
-def query(port: int, sql: str) -> list[tuple]:
-    engine = create_engine(f"hive://127.0.0.1:{port}/movielens")
-    with engine.connect() as connection:
-        return [tuple(row) for row in connection.execute(text(sql)).fetchall()]
+        stop_server(process)
 
 
 def test_pyhive_sees_every_table_by_name_and_the_udfs(server):
     _, port, _ = server
     tables = {row[1] for row in query(port, "show tables in movielens")}
-    assert {"raw_ratings", "raw_movies", "ingest_files"} <= tables
+    assert tables == INGESTED_TABLES
     assert query(port, "select count(*) from movielens.raw_ratings") == [(3,)]
     assert query(port, "select movielens.clean_title('Matrix, The (1999)')") == [("The Matrix",)]
-
-
-def beeline(port: int, sql: str) -> list[str]:
-    """Spark's own JDBC shell: the query's rows as CSV lines, header first (a prompt beeline
-    may print before the header, '. . . .> ', taken off)."""
-    result = subprocess.run(
-        [str(serve.spark_home() / "bin" / "beeline"), "-u",
-         f"jdbc:hive2://127.0.0.1:{port}/movielens", "--outputformat=csv2", "-e", sql],
-        capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
-        env={**os.environ, "SPARK_HOME": str(serve.spark_home())})
-    assert result.returncode == 0, result.stderr[-2000:]
-    return [re.sub(r"^(?:\. )*\.> ", "", line) for line in result.stdout.strip().splitlines()]
 
 
 def test_beeline_queries_over_jdbc(server):
@@ -117,12 +83,13 @@ def eventually(port: int, sql: str, done=lambda rows: rows is not None,
                seconds: float = 30) -> list[tuple] | None:
     """The query's rows once `done(rows)` holds, or the last answer after `seconds` (the
     server's catalog refresh catches up within a few ticks; until then the query may fail,
-    None, or answer from the old catalog): the caller checks what it got."""
+    None, or answer from the old catalog): the caller checks what it got. Only an error the
+    server answered with counts as not there yet: a server that is gone fails the test."""
     deadline = time.monotonic() + seconds
     while True:
         try:
             rows = query(port, sql)
-        except Exception:  # noqa: BLE001 - the name is not registered yet
+        except DBAPIError:  # the server's answer: the name is not registered yet
             rows = None
         if done(rows) or time.monotonic() > deadline:
             return rows
@@ -143,21 +110,25 @@ def test_a_changed_view_and_a_dropped_table_reach_the_server(spark, server):
                           "doomed_table")
     assert eventually(port, "select id from movielens.doomed_table") == [(1,)]
     writes.restore(spark, settings, "doomed_table", None)  # the table did not exist: drop it
-    def dropped(rows):
-        return rows is not None and all(row[1] != "doomed_table" for row in rows)
 
-    assert dropped(eventually(port, "show tables in movielens", dropped))
+    def dropped(rows):
+        return rows is not None and "doomed_table" not in {row[1] for row in rows}
+
+    tables = eventually(port, "show tables in movielens", dropped)
+    # Gone, and only it: an empty or failed listing would not do.
+    assert tables is not None and {row[1] for row in tables} == INGESTED_TABLES | {
+        "fresh_table", "served_view"}
 
 
 def reelhouse_run(settings, data, *extra, wait=True):
     command = REELHOUSE + ["run", "--warehouse", settings.warehouse, "--data", str(data),
                            "--steps", "ingest,build", "--select", "+ratings",
                            "--conf", "spark.ui.enabled=false", *extra]
-    env = {**os.environ, "REELHOUSE_DRIVER_MEMORY": "1g"}
     if wait:
-        return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+        return subprocess.run(command, capture_output=True, text=True, timeout=600,
+                              env=reelhouse_env())
     return subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            text=True, env=env)
+                            text=True, env=reelhouse_env())
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +143,8 @@ def dataset(tmp_path_factory):
 def test_a_run_while_clients_query_and_a_second_run_is_refused(server, dataset):
     settings, port, _ = server
     folder, num_ratings = dataset
-    before = query(port, "select count(*) from movielens.raw_ratings")[0][0]
+    before = 3  # latest_folder's ratings, ingested by the server fixture
+    assert query(port, "select count(*) from movielens.raw_ratings") == [(before,)]
     first = reelhouse_run(settings, folder, wait=False)
     for line in first.stderr:  # the lock is held from here on
         if " started" in line:
@@ -191,7 +163,9 @@ def test_a_run_while_clients_query_and_a_second_run_is_refused(server, dataset):
     rest = first.stderr.read()
     assert first.returncode == 0, rest[-2000:]
     assert failures == []
-    assert seen <= {before, num_ratings}  # the old table or the new one, never a part
+    # Queries ran while the run wrote, and each saw the old table or the new one, never a part.
+    assert seen and seen <= {before, num_ratings}, seen
+    assert query(port, "select count(*) from movielens.raw_ratings") == [(num_ratings,)]
     deadline = time.monotonic() + 30  # the server picks up the run's new tables
     while time.monotonic() < deadline and not any(
             row[1] == "pipeline_runs" for row in query(port, "show tables in movielens")):
@@ -284,7 +258,7 @@ def test_sigterm_stops_the_server_cleanly(server):
     _, port, process = server
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=90) == 0
-    with pytest.raises(OSError):
+    with pytest.raises(ConnectionRefusedError):  # nothing listens there any more
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
