@@ -29,8 +29,7 @@ counts as (
 
 binned as (
     select
-        entity,
-        num_ratings,
+        *,
         -- floor(log2(n)), exactly: the number of binary digits of n, less one
         length(bin(num_ratings)) - 1 as bin_index
     from counts
@@ -48,10 +47,7 @@ bins as (
 
 described_bins as (
     select
-        entity,
-        bin_index,
-        num_entities,
-        num_ratings,
+        *,
         shiftleft(cast(1 as bigint), bin_index) as min_ratings,
         shiftleft(cast(1 as bigint), bin_index + 1) - 1 as max_ratings,
         num_entities / sum(num_entities) over (partition by entity) as share_of_entities,

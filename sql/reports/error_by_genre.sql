@@ -28,27 +28,14 @@ movie_genres as (
 
 genre_errors as (
     select
-        test_prediction_errors.run_id,
-        test_prediction_errors.model,
-        test_prediction_errors.movie_id,
-        test_prediction_errors.error,
+        test_prediction_errors.*,
         coalesce(movie_genres.genre, '(not in movies file)') as genre
     from test_prediction_errors
     left join movie_genres on test_prediction_errors.movie_id = movie_genres.movie_id
 ),
 
 errors_by_genre as (
-    select
-        run_id,
-        model,
-        genre,
-        count(distinct movie_id) as num_movies,
-        count(*) as num_predictions,
-        sqrt(avg(error * error)) as rmse,
-        avg(abs(error)) as mae,
-        avg(error) as mean_error
-    from genre_errors
-    group by run_id, model, genre
+    {{ error_metrics('genre_errors', by='genre', counting='movie_id') }}
 )
 
 select

@@ -15,9 +15,7 @@ with movie_stats as (
 
 ranked_movies as (
     select
-        movie_id,
-        title,
-        num_ratings,
+        *,
         row_number() over (order by num_ratings desc, movie_id asc) as popularity_rank,
         sum(num_ratings) over (
             order by num_ratings desc, movie_id asc
@@ -30,11 +28,7 @@ ranked_movies as (
 
 shares as (
     select
-        movie_id,
-        title,
-        num_ratings,
-        popularity_rank,
-        cumulative_ratings,
+        *,
         popularity_rank / total_movies as share_of_movies,
         cumulative_ratings / total_ratings as cumulative_share_of_ratings,
         case

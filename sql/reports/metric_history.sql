@@ -49,18 +49,7 @@ ranking_metrics as (
 ),
 
 largest_k_ranking as (
-    select
-        run_id,
-        model,
-        k,
-        precision_at_k,
-        recall_at_k,
-        ndcg_at_k,
-        map_at_k,
-        hit_rate,
-        catalog_coverage,
-        mean_popularity,
-        relevance_threshold
+    select *
     from ranking_metrics
     where k = largest_k
 ),
@@ -97,9 +86,8 @@ evaluated as (
 {%- endif %}
 
 trained as (
+    -- evaluated's columns in evaluated's order: the union below pairs them by position
     select
-        model_runs.run_id,
-        'als' as model,  -- noqa: RF04
         model_runs.prediction_rows as num_predictions,
         model_runs.rmse,
         model_runs.mae,
@@ -112,7 +100,9 @@ trained as (
         cast(null as double) as catalog_coverage,
         cast(null as double) as mean_popularity,
         cast(null as double) as relevance_threshold,
-        'train' as recorded_by
+        'train' as recorded_by,
+        model_runs.run_id,
+        'als' as model  -- noqa: RF04
     from model_runs
     left anti join evaluated on model_runs.run_id = evaluated.run_id
     {%- if is_incremental() %}
@@ -121,62 +111,16 @@ trained as (
 ),
 
 history as (
-    select
-        run_id,
-        model,
-        num_predictions,
-        rmse,
-        mae,
-        k,
-        precision_at_k,
-        recall_at_k,
-        ndcg_at_k,
-        map_at_k,
-        hit_rate,
-        catalog_coverage,
-        mean_popularity,
-        relevance_threshold,
-        recorded_by
-    from evaluated
+    select * from evaluated
     union all
-    select
-        run_id,
-        model,
-        num_predictions,
-        rmse,
-        mae,
-        k,
-        precision_at_k,
-        recall_at_k,
-        ndcg_at_k,
-        map_at_k,
-        hit_rate,
-        catalog_coverage,
-        mean_popularity,
-        relevance_threshold,
-        recorded_by
-    from trained
+    select * from trained
 ),
 
 history_with_runs as (
     select
-        history.run_id,
-        history.model,
+        history.*,
         model_runs.finished_at,
         model_runs.train_rows,
-        history.num_predictions,
-        history.rmse,
-        history.mae,
-        history.k,
-        history.precision_at_k,
-        history.recall_at_k,
-        history.ndcg_at_k,
-        history.map_at_k,
-        history.hit_rate,
-        history.catalog_coverage,
-        history.mean_popularity,
-        history.relevance_threshold,
-        history.recorded_by,
         model_runs.params,
         try_cast(get_json_object(model_runs.params, '$.rank') as int) as als_rank,
         try_cast(get_json_object(model_runs.params, '$.reg_param') as double) as als_reg_param,

@@ -19,15 +19,7 @@ model_runs as (
 ),
 
 errors_by_model as (
-    select
-        run_id,
-        model,
-        count(*) as num_predictions,
-        sqrt(avg(error * error)) as rmse,
-        avg(abs(error)) as mae,
-        avg(error) as mean_error
-    from test_prediction_errors
-    group by run_id, model
+    {{ error_metrics('test_prediction_errors') }}
 ),
 
 rated_models as (
@@ -50,12 +42,7 @@ rated_models as (
 
 compared as (
     select
-        run_id,
-        model,
-        num_predictions,
-        rmse,
-        mae,
-        mean_error,
+        *,
         1 - try_divide(rmse, max(if(model = 'global_mean', rmse, null)) over (partition by run_id))
             as rmse_improvement_over_global_mean,
         rank() over (partition by run_id order by rmse nulls last) as rmse_rank

@@ -20,14 +20,9 @@ with test_predictions as (
 
 model_predictions as (
     select
-        test_predictions.run_id,
+        test_predictions.*,
         predicted.model,
-        test_predictions.user_id,
-        test_predictions.movie_id,
-        test_predictions.rating,
         predicted.prediction,
-        test_predictions.user_train_ratings,
-        test_predictions.movie_train_ratings,
         predicted.prediction - test_predictions.rating as error
     from test_predictions
         lateral view stack(

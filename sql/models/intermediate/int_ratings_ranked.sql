@@ -22,15 +22,7 @@ with staged_ratings as (
 
 ranked_ratings as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        raw_line,
-        user_id,
-        movie_id,
-        rating,
-        rated_at,
-        reject_reason,
+        *,
         case
             when reject_reason is null
                 then row_number() over pair_latest_first

@@ -59,11 +59,7 @@ genre_sums as (
 
 genre_stats as (
     select
-        genre_sums.genre,
-        genre_sums.num_movies,
-        genre_sums.num_rated_movies,
-        genre_sums.num_ratings,
-        genre_sums.avg_movie_avg_rating,
+        genre_sums.*,
         try_divide(genre_sums.sum_rating, genre_sums.num_ratings) as avg_rating,
         -- sample standard deviation from the sums: sqrt((sum x^2 - (sum x)^2 / n) / (n - 1)),
         -- floored at 0 against rounding; null below two ratings, like stddev_samp

@@ -15,11 +15,7 @@ with staged_genres as (
 
 ranked_genres as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        genre_id,
-        genre,
+        *,
         row_number() over (
             partition by genre_id order by {{ line_winner_order() }}
         ) as genre_rank

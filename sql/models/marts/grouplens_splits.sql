@@ -18,10 +18,7 @@ with staged_splits as (
 
 ranked_lines as (
     select
-        split_name,
-        split_part,
-        user_id,
-        movie_id,
+        *,
         row_number() over (
             partition by split_line_key order by {{ line_winner_order() }}
         ) as line_rank

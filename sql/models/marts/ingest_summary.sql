@@ -4,6 +4,17 @@
 -- loaded + rejected = lines_read (every line is accounted for). reject_share leaves empty lines
 -- out of both sides: a blank line (u.genre ends with one) is formatting, not bad data.
 
+{#- each kind of raw file, and the mart its good lines reach -#}
+{%- set file_marts = {
+    'ratings': 'ratings',
+    'movies': 'movies',
+    'tags': 'tags',
+    'links': 'links',
+    'users': 'users',
+    'genres': 'genres',
+    'splits': 'grouplens_splits',
+} %}
+
 with ingest_files as (
     select
         dataset_format,
@@ -15,77 +26,27 @@ with ingest_files as (
 ),
 
 raw_lines as (
-    select
-        'ratings' as file_kind,
-        count(*) as num_raw_lines
-    from {{ source('raw', 'ratings') }}
-    union all
-    select
-        'movies' as file_kind,
-        count(*) as num_raw_lines
-    from {{ source('raw', 'movies') }}
-    union all
-    select
-        'tags' as file_kind,
-        count(*) as num_raw_lines
-    from {{ source('raw', 'tags') }}
-    union all
-    select
-        'links' as file_kind,
-        count(*) as num_raw_lines
-    from {{ source('raw', 'links') }}
-    union all
-    select
-        'users' as file_kind,
-        count(*) as num_raw_lines
-    from {{ source('raw', 'users') }}
-    union all
-    select
-        'genres' as file_kind,
-        count(*) as num_raw_lines
-    from {{ source('raw', 'genres') }}
-    union all
-    select
-        'splits' as file_kind,
-        count(*) as num_raw_lines
-    from {{ source('raw', 'splits') }}
+    {%- for file_kind in file_marts %}
+        {%- if not loop.first %}
+            union all
+        {%- endif %}
+        select
+            '{{ file_kind }}' as file_kind,
+            count(*) as num_raw_lines
+        from {{ source('raw', file_kind) }}
+    {%- endfor %}
 ),
 
 loaded_rows as (
-    select
-        'ratings' as file_kind,
-        count(*) as num_loaded
-    from {{ ref('ratings') }}
-    union all
-    select
-        'movies' as file_kind,
-        count(*) as num_loaded
-    from {{ ref('movies') }}
-    union all
-    select
-        'tags' as file_kind,
-        count(*) as num_loaded
-    from {{ ref('tags') }}
-    union all
-    select
-        'links' as file_kind,
-        count(*) as num_loaded
-    from {{ ref('links') }}
-    union all
-    select
-        'users' as file_kind,
-        count(*) as num_loaded
-    from {{ ref('users') }}
-    union all
-    select
-        'genres' as file_kind,
-        count(*) as num_loaded
-    from {{ ref('genres') }}
-    union all
-    select
-        'splits' as file_kind,
-        count(*) as num_loaded
-    from {{ ref('grouplens_splits') }}
+    {%- for file_kind, mart in file_marts.items() %}
+        {%- if not loop.first %}
+            union all
+        {%- endif %}
+        select
+            '{{ file_kind }}' as file_kind,
+            count(*) as num_loaded
+        from {{ ref(mart) }}
+    {%- endfor %}
 ),
 
 rejected_rows as (
@@ -122,11 +83,7 @@ files_by_kind as (
 
 summary as (
     select
-        files_by_kind.file_kind,
-        files_by_kind.dataset_format,
-        files_by_kind.num_files,
-        files_by_kind.size_bytes,
-        files_by_kind.lines_read,
+        files_by_kind.*,
         coalesce(raw_lines.num_raw_lines, 0) as raw_lines,
         coalesce(loaded_rows.num_loaded, 0) as loaded,
         coalesce(rejected_counts.num_rejected, 0) as rejected,

@@ -17,14 +17,7 @@ with staged_links as (
 
 ranked_links as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        movie_id,
-        imdb_id,
-        tmdb_id,
-        imdb_url,
-        tmdb_url,
+        *,
         row_number() over (
             partition by movie_id order by {{ line_winner_order() }}
         ) as movie_rank

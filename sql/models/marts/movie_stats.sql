@@ -75,22 +75,7 @@ movies_and_ratings as (
 
 scored as (
     select
-        movies_and_ratings.movie_id,
-        movies_and_ratings.title,
-        movies_and_ratings.year,
-        movies_and_ratings.genres,
-        movies_and_ratings.is_in_movies_file,
-        movies_and_ratings.num_ratings,
-        movies_and_ratings.avg_rating,
-        movies_and_ratings.stddev_rating,
-        movies_and_ratings.median_rating,
-        movies_and_ratings.min_rating,
-        movies_and_ratings.max_rating,
-        movies_and_ratings.share_of_5_star,
-        movies_and_ratings.share_of_4_plus,
-        movies_and_ratings.share_of_2_or_less,
-        movies_and_ratings.first_rated_at,
-        movies_and_ratings.last_rated_at,
+        movies_and_ratings.*,
         try_divide(
             global_stats.prior_weight * global_stats.global_mean_rating
             + movies_and_ratings.sum_rating,
@@ -102,23 +87,7 @@ scored as (
 
 ranked as (
     select
-        movie_id,
-        title,
-        year,
-        genres,
-        is_in_movies_file,
-        num_ratings,
-        avg_rating,
-        stddev_rating,
-        median_rating,
-        min_rating,
-        max_rating,
-        share_of_5_star,
-        share_of_4_plus,
-        share_of_2_or_less,
-        bayesian_avg,
-        first_rated_at,
-        last_rated_at,
+        *,
         rank() over (order by num_ratings desc) as num_ratings_rank,
         rank() over (order by bayesian_avg desc nulls last) as bayesian_rank,
         percent_rank() over (order by num_ratings) as popularity_percentile

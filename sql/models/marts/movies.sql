@@ -20,15 +20,7 @@ with staged_movies as (
 
 ranked_movies as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        movie_id,
-        raw_title,
-        genres,
-        release_date,
-        video_release_date,
-        imdb_url,
+        *,
         row_number() over (
             partition by movie_id order by {{ line_winner_order() }}
         ) as movie_rank
@@ -36,37 +28,15 @@ ranked_movies as (
     where reject_reason is null
 ),
 
-kept_movies as (
-    select
-        dataset_format,
-        source_file,
-        line_number,
-        movie_id,
-        raw_title,
-        genres,
-        release_date,
-        video_release_date,
-        imdb_url
-    from ranked_movies
-    where movie_rank = 1
-),
-
 titled_movies as (
     select
-        movie_id,
-        genres,
-        raw_title,
-        release_date,
-        video_release_date,
-        imdb_url,
-        dataset_format,
-        source_file,
-        line_number,
+        *,
         coalesce(movielens.clean_title(raw_title), trim(raw_title)) as title,
         -- ml-100k titles nearly all carry the year; its release date fills the rest
         coalesce(movielens.title_year(raw_title), year(release_date)) as year,  -- noqa: RF04
         size(genres) as num_genres
-    from kept_movies
+    from ranked_movies
+    where movie_rank = 1
 )
 
 select

@@ -16,8 +16,7 @@ rating_counts as (
 
 shares as (
     select
-        rating,
-        num_ratings,
+        *,
         num_ratings / sum(num_ratings) over () as share,  -- noqa: RF04
         sum(num_ratings) over (order by rating)
         / sum(num_ratings) over () as cumulative_share

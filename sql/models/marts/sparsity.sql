@@ -32,7 +32,7 @@ user_quantiles as (
         avg(num_ratings) as avg_ratings_per_user,
         min(num_ratings) as min_ratings_per_user,
         max(num_ratings) as max_ratings_per_user,
-        percentile(num_ratings, array(0.25, 0.5, 0.75, 0.9, 0.99)) as quantiles
+        percentile(num_ratings, array(0.25, 0.5, 0.75, 0.9, 0.99)) as per_user_quantiles
     from ratings_per_user
 ),
 
@@ -42,35 +42,28 @@ movie_quantiles as (
         avg(num_ratings) as avg_ratings_per_movie,
         min(num_ratings) as min_ratings_per_movie,
         max(num_ratings) as max_ratings_per_movie,
-        percentile(num_ratings, array(0.25, 0.5, 0.75, 0.9, 0.99)) as quantiles
+        percentile(num_ratings, array(0.25, 0.5, 0.75, 0.9, 0.99)) as per_movie_quantiles
     from ratings_per_movie
 ),
 
 matrix_stats as (
     select
-        user_quantiles.num_users,
-        movie_quantiles.num_movies,
-        user_quantiles.num_ratings,
-        user_quantiles.avg_ratings_per_user,
-        user_quantiles.min_ratings_per_user,
-        user_quantiles.max_ratings_per_user,
-        movie_quantiles.avg_ratings_per_movie,
-        movie_quantiles.min_ratings_per_movie,
-        movie_quantiles.max_ratings_per_movie,
+        user_quantiles.*,
+        movie_quantiles.*,
         try_divide(
             cast(user_quantiles.num_ratings as double),
             cast(user_quantiles.num_users as double) * movie_quantiles.num_movies
         ) as density,
-        get(user_quantiles.quantiles, 0) as p25_ratings_per_user,
-        get(user_quantiles.quantiles, 1) as p50_ratings_per_user,
-        get(user_quantiles.quantiles, 2) as p75_ratings_per_user,
-        get(user_quantiles.quantiles, 3) as p90_ratings_per_user,
-        get(user_quantiles.quantiles, 4) as p99_ratings_per_user,
-        get(movie_quantiles.quantiles, 0) as p25_ratings_per_movie,
-        get(movie_quantiles.quantiles, 1) as p50_ratings_per_movie,
-        get(movie_quantiles.quantiles, 2) as p75_ratings_per_movie,
-        get(movie_quantiles.quantiles, 3) as p90_ratings_per_movie,
-        get(movie_quantiles.quantiles, 4) as p99_ratings_per_movie
+        get(user_quantiles.per_user_quantiles, 0) as p25_ratings_per_user,
+        get(user_quantiles.per_user_quantiles, 1) as p50_ratings_per_user,
+        get(user_quantiles.per_user_quantiles, 2) as p75_ratings_per_user,
+        get(user_quantiles.per_user_quantiles, 3) as p90_ratings_per_user,
+        get(user_quantiles.per_user_quantiles, 4) as p99_ratings_per_user,
+        get(movie_quantiles.per_movie_quantiles, 0) as p25_ratings_per_movie,
+        get(movie_quantiles.per_movie_quantiles, 1) as p50_ratings_per_movie,
+        get(movie_quantiles.per_movie_quantiles, 2) as p75_ratings_per_movie,
+        get(movie_quantiles.per_movie_quantiles, 3) as p90_ratings_per_movie,
+        get(movie_quantiles.per_movie_quantiles, 4) as p99_ratings_per_movie
     from user_quantiles
     cross join movie_quantiles
 )

@@ -17,13 +17,7 @@ with staged_tags as (
 
 good_tags as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        user_id,
-        movie_id,
-        tag,
-        tagged_at,
+        *,
         lower(tag) as tag_normalized
     from staged_tags
     where reject_reason is null

@@ -57,20 +57,7 @@ users_and_ratings as (
 
 ranked as (
     select
-        user_id,
-        gender,
-        age_group,
-        occupation,
-        num_ratings,
-        avg_rating,
-        stddev_rating,
-        min_rating,
-        max_rating,
-        num_distinct_ratings,
-        first_rated_at,
-        last_rated_at,
-        activity_days,
-        active_span_days,
+        *,
         rank() over (order by num_ratings desc) as num_ratings_rank
     from users_and_ratings
 )

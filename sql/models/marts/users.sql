@@ -20,16 +20,7 @@ with staged_users as (
 
 ranked_users as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        user_id,
-        gender,
-        age,
-        age_group,
-        occupation_id,
-        occupation,
-        zip_code,
+        *,
         row_number() over (
             partition by user_id order by {{ line_winner_order() }}
         ) as user_rank

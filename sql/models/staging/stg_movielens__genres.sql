@@ -14,12 +14,7 @@ with raw_genres as (
 
 fields_named as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        raw_line,
-        is_decodable,
-        ingested_at,
+        *,
         size(split(raw_line, '[|]', -1)) as num_fields,
         trim(get(split(raw_line, '[|]', -1), 0)) as genre_text,
         get(split(raw_line, '[|]', -1), 1) as genre_id_text
@@ -28,15 +23,7 @@ fields_named as (
 
 parsed as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        raw_line,
-        is_decodable,
-        ingested_at,
-        num_fields,
-        genre_text,
-        genre_id_text,
+        *,
         case
             when try_cast(trim(genre_id_text) as bigint) between 0 and 2147483647
                 then cast(try_cast(trim(genre_id_text) as bigint) as int)

@@ -15,12 +15,7 @@ with raw_links as (
 
 fields_named as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        raw_line,
-        is_decodable,
-        ingested_at,
+        *,
         size(split(raw_line, ',', -1)) as num_fields,
         get(split(raw_line, ',', -1), 0) as movie_id_text,
         get(split(raw_line, ',', -1), 1) as imdb_id_text,
@@ -30,16 +25,7 @@ fields_named as (
 
 parsed as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        raw_line,
-        is_decodable,
-        ingested_at,
-        num_fields,
-        movie_id_text,
-        imdb_id_text,
-        tmdb_id_text,
+        *,
         {{ positive_int('movie_id_text') }} as movie_id,
         {{ positive_int('imdb_id_text') }} as imdb_id,
         {{ positive_int('tmdb_id_text') }} as tmdb_id

@@ -32,12 +32,7 @@ genre_lookup as (
 
 fields_named as (
     select
-        raw_movies.dataset_format,
-        raw_movies.source_file,
-        raw_movies.line_number,
-        raw_movies.raw_line,
-        raw_movies.is_decodable,
-        raw_movies.ingested_at,
+        raw_movies.*,
         genre_lookup.genre_names,
         split(raw_movies.raw_line, {{ field_separator('raw_movies.dataset_format') }}, -1)
             as field_values,
@@ -52,15 +47,8 @@ fields_named as (
 
 texts as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        raw_line,
-        is_decodable,
-        ingested_at,
-        genre_names,
+        *,
         size(field_values) as num_fields,
-        is_well_formed,
         case dataset_format
             when 'ml-latest' then regexp_extract(raw_line, '{{ csv_pattern }}', 1)
             when 'ml-100k' then get(field_values, 0)
@@ -86,16 +74,7 @@ texts as (
 
 parsed as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        raw_line,
-        is_decodable,
-        ingested_at,
-        num_fields,
-        is_well_formed,
-        movie_id_text,
-        genre_flags,
+        *,
         {{ positive_int('movie_id_text') }} as movie_id,
         -- a quoted CSV field loses its quotes and has its doubled quotes undoubled
         case

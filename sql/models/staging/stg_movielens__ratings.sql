@@ -15,24 +15,14 @@ with raw_ratings as (
 
 split_lines as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        raw_line,
-        is_decodable,
-        ingested_at,
+        *,
         split(raw_line, {{ field_separator('dataset_format', '\\t') }}, -1) as field_values
     from raw_ratings
 ),
 
 fields_named as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        raw_line,
-        is_decodable,
-        ingested_at,
+        *,
         size(field_values) as num_fields,
         get(field_values, 0) as user_id_text,
         get(field_values, 1) as movie_id_text,
@@ -45,18 +35,7 @@ fields_named as (
 
 parsed as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        raw_line,
-        is_decodable,
-        ingested_at,
-        num_fields,
-        user_id_text,
-        movie_id_text,
-        rating_text,
-        timestamp_text,
-        is_half_star_scale,
+        *,
         {{ positive_int('user_id_text') }} as user_id,
         {{ positive_int('movie_id_text') }} as movie_id,
         try_cast(trim(rating_text) as double) as rating_number,
@@ -66,22 +45,7 @@ parsed as (
 
 scale_checked as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        raw_line,
-        is_decodable,
-        ingested_at,
-        num_fields,
-        user_id_text,
-        movie_id_text,
-        rating_text,
-        timestamp_text,
-        is_half_star_scale,
-        user_id,
-        movie_id,
-        rating_number,
-        rated_at,
+        *,
         case
             when rating_number is null or isnan(rating_number) then false
             when is_half_star_scale
@@ -95,14 +59,7 @@ scale_checked as (
 
 checked as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        raw_line,
-        ingested_at,
-        user_id,
-        movie_id,
-        rated_at,
+        *,
         case when is_rating_on_scale then rating_number end as rating,
         case
             {{ line_problems() }}

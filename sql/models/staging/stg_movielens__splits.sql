@@ -16,12 +16,7 @@ with raw_splits as (
 
 fields_named as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        raw_line,
-        is_decodable,
-        ingested_at,
+        *,
         size(split(raw_line, '\\t', -1)) as num_fields,
         get(split(raw_line, '\\t', -1), 0) as user_id_text,
         get(split(raw_line, '\\t', -1), 1) as movie_id_text,
@@ -39,16 +34,7 @@ fields_named as (
 
 parsed as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        raw_line,
-        is_decodable,
-        ingested_at,
-        num_fields,
-        user_id_text,
-        movie_id_text,
-        split_name,
+        *,
         case file_part when 'base' then 'train' when 'test' then 'test' end as split_part,
         {{ positive_int('user_id_text') }} as user_id,
         {{ positive_int('movie_id_text') }} as movie_id

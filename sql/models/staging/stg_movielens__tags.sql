@@ -17,12 +17,7 @@ with raw_tags as (
 
 texts as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        raw_line,
-        is_decodable,
-        ingested_at,
+        *,
         size(split(raw_line, {{ field_separator('dataset_format') }}, -1)) as num_fields,
         case dataset_format
             when 'ml-latest' then raw_line rlike '{{ csv_pattern }}'
@@ -49,17 +44,7 @@ texts as (
 
 parsed as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        raw_line,
-        is_decodable,
-        ingested_at,
-        num_fields,
-        is_well_formed,
-        user_id_text,
-        movie_id_text,
-        timestamp_text,
+        *,
         {{ positive_int('user_id_text') }} as user_id,
         {{ positive_int('movie_id_text') }} as movie_id,
         -- a quoted CSV field loses its quotes and has its doubled quotes undoubled

@@ -16,24 +16,14 @@ with raw_users as (
 
 split_lines as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        raw_line,
-        is_decodable,
-        ingested_at,
+        *,
         split(raw_line, {{ field_separator('dataset_format') }}, -1) as field_values
     from raw_users
 ),
 
 fields_named as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        raw_line,
-        is_decodable,
-        ingested_at,
+        *,
         size(field_values) as num_fields,
         get(field_values, 0) as user_id_text,
         -- ml-1m puts gender before age, ml-100k age before gender
@@ -46,18 +36,7 @@ fields_named as (
 
 parsed as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        raw_line,
-        is_decodable,
-        ingested_at,
-        num_fields,
-        user_id_text,
-        age_text,
-        gender_text,
-        occupation_text,
-        zip_code_text,
+        *,
         {{ positive_int('user_id_text') }} as user_id,
         try_cast(age_text as int) as age_number,
         case
@@ -68,20 +47,7 @@ parsed as (
 
 decoded as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        raw_line,
-        is_decodable,
-        ingested_at,
-        num_fields,
-        user_id_text,
-        age_text,
-        gender_text,
-        occupation_text,
-        zip_code_text,
-        user_id,
-        occupation_id,
+        *,
         case
             when dataset_format = 'ml-1m' and age_number in (1, 18, 25, 35, 45, 50, 56)
                 then age_number
@@ -97,17 +63,7 @@ decoded as (
 
 checked as (
     select
-        dataset_format,
-        source_file,
-        line_number,
-        raw_line,
-        ingested_at,
-        user_id,
-        gender_text,
-        zip_code_text,
-        occupation_id,
-        age,
-        occupation,
+        *,
         case
             {{ line_problems() }}
             when dataset_format not in ('ml-100k', 'ml-1m')
