@@ -1,5 +1,5 @@
 -- Test error of every model by how popular the movie was in train: 'niche' movies (up to
--- var('niche_ratings_max', 10) train ratings), 'mid' (up to var('mid_ratings_max', 100)) or
+-- var('niche_ratings_max') train ratings), 'mid' (up to var('mid_ratings_max')) or
 -- 'popular'. Every bucket has a row per model, with num_predictions 0 and null errors when no
 -- test row falls in it.
 
@@ -18,8 +18,8 @@ errors_by_popularity as (
         'test_prediction_errors', by='popularity_bucket', counting='movie_id',
         ranged_by='movie_train_ratings',
         ranges=[
-            ('niche', var('niche_ratings_max', 10)),
-            ('mid', var('mid_ratings_max', 100)),
+            ('niche', var('niche_ratings_max')),
+            ('mid', var('mid_ratings_max')),
             ('popular', none),
         ],
     ) }}

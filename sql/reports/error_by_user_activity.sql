@@ -1,5 +1,5 @@
 -- Test error of every model by how active the user was in train: 'few' train ratings
--- (up to var('few_ratings_max', 30)), 'some' (up to var('some_ratings_max', 150)) or 'many'.
+-- (up to var('few_ratings_max')), 'some' (up to var('some_ratings_max')) or 'many'.
 -- Every bucket has a row per model, with num_predictions 0 and null errors when no test row
 -- falls in it.
 
@@ -18,8 +18,8 @@ errors_by_activity as (
         'test_prediction_errors', by='activity_bucket', counting='user_id',
         ranged_by='user_train_ratings',
         ranges=[
-            ('few', var('few_ratings_max', 30)),
-            ('some', var('some_ratings_max', 150)),
+            ('few', var('few_ratings_max')),
+            ('some', var('some_ratings_max')),
             ('many', none),
         ],
     ) }}

@@ -1,6 +1,6 @@
 -- The popularity long tail: every rated movie, most rated first, with the share of all
 -- ratings held by the movies up to and including it. 'head' movies are the most rated ones
--- that together hold the first var('head_share_of_ratings', 0.5) of all ratings (a movie is
+-- that together hold the first var('head_share_of_ratings') of all ratings (a movie is
 -- in the head when the movies before it hold less than that share); the rest are 'tail'.
 -- Plotting cumulative_share_of_ratings against share_of_movies draws the long-tail curve.
 
@@ -34,7 +34,7 @@ shares as (
         case
             when
                 (cumulative_ratings - num_ratings) / total_ratings
-                < {{ var('head_share_of_ratings', 0.5) }}
+                < {{ var('head_share_of_ratings') }}
                 then 'head'
             else 'tail'
         end as segment

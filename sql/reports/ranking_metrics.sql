@@ -1,9 +1,9 @@
 -- Top-k ranking quality of the latest run's test lists and of two baselines, one row per
--- (run, model, relevance, k), k from var('ranking_ks', '5,10') (a comma-separated list).
+-- (run, model, relevance, k), k from var('ranking_ks') (a comma-separated list).
 -- Every list was made from train ratings only and never holds a movie the user rated in train.
 -- relevance 'any': relevant = any held-out (test) rating: the protocol of Microsoft
 --   Recommenders and most papers. relevance 'threshold': a test rating >=
---   var('relevance_threshold', 4.0).
+--   var('relevance_threshold').
 -- Evaluated users: users with at least one relevant test item; a user without a list scores 0.
 -- For an evaluated user with R relevant items, a list whose item at position i is relevant
 -- (rel_i = 1) or not (0):
@@ -22,7 +22,7 @@
 -- (so neither sees the test ratings it is scored on), each the user's unrated movies in order:
 -- 'most_rated': most train ratings first (the field's "most popular"), ties by lower movie_id;
 -- 'top_rated': highest bayesian_avg of the train ratings, prior weight
--- var('bayesian_prior_weight', 10), ties by more train ratings, then lower movie_id.
+-- var('bayesian_prior_weight'), ties by more train ratings, then lower movie_id.
 
 {%- set lists %}
     (
@@ -49,6 +49,6 @@
 {%- endset %}
 
 {{ ranking_metrics_query(
-    lists, ref('ratings_split'), var('ranking_ks', '5,10'),
-    var('relevance_threshold', 4.0), var('bayesian_prior_weight', 10)
+    lists, ref('ratings_split'), var('ranking_ks'),
+    var('relevance_threshold'), var('bayesian_prior_weight')
 ) }}

@@ -2,7 +2,7 @@
 -- shows num_ratings 0, and a rated movie missing from the movies file still shows, with a
 -- null title). bayesian_avg shrinks a movie's mean toward the global mean:
 --   (C * m + sum of its ratings) / (C + num_ratings)
--- with m the mean of all ratings and C = var('bayesian_prior_weight', 10): as if every movie
+-- with m the mean of all ratings and C = var('bayesian_prior_weight'): as if every movie
 -- had C extra ratings at the global mean. A fixed C keeps the score comparable across runs
 -- and easy to explain; pass a larger C (e.g. the median ratings per movie, see sparsity) for
 -- a more conservative top list.
@@ -27,7 +27,7 @@ movies as (
 global_stats as (
     select
         avg(rating) as global_mean_rating,
-        cast({{ var('bayesian_prior_weight', 10) }} as double) as prior_weight
+        cast({{ var('bayesian_prior_weight') }} as double) as prior_weight
     from ratings
 ),
 

@@ -1,5 +1,5 @@
 {#- var('split_method'): random (default), temporal, stratified or kfold; see below. -#}
-{%- set split_method = var('split_method', 'random') %}
+{%- set split_method = var('split_method') %}
 {%- if split_method not in ('random', 'temporal', 'stratified', 'kfold', 'grouplens') %}
     {{- raise_compiler_error(
         "var split_method must be 'random', 'temporal', 'stratified', 'kfold' or 'grouplens', "
@@ -7,16 +7,16 @@
     ) }}
 {%- endif %}
 {%- set grouplens_names = ['u1', 'u2', 'u3', 'u4', 'u5', 'ua', 'ub'] %}
-{%- set grouplens_split = grouplens_names | select('equalto', var('grouplens_split', 'u1'))
+{%- set grouplens_split = grouplens_names | select('equalto', var('grouplens_split'))
     | first %}
 {%- if grouplens_split is not defined %}
     {{- raise_compiler_error(
         "var grouplens_split must be one of u1, u2, u3, u4, u5, ua, ub, got "
-        ~ var('grouplens_split', 'u1')
+        ~ var('grouplens_split')
     ) }}
 {%- endif %}
-{%- set folds = var('folds', 5) | int %}
-{%- set fold = var('fold', 0) | int %}
+{%- set folds = var('folds') | int %}
+{%- set fold = var('fold') | int %}
 {%- if split_method == 'kfold' and not (folds >= 2 and 0 <= fold < folds) %}
     {{- raise_compiler_error(
         "var fold must be a whole number from 0 to folds - 1 and folds at least 2, got fold "
@@ -56,7 +56,7 @@ ordered_ratings as (
         movie_id,
         rating,
         rated_at,
-        {{ split_draw(var('split_seed', 42)) }} as split_draw
+        {{ split_draw(var('split_seed')) }} as split_draw
     from ratings
 ),
 
@@ -96,7 +96,7 @@ labelled as (
             {%- set order_rank = 'recency_rank' if split_method == 'temporal' else 'draw_rank' %}
             case
                 when ranked_ratings.{{ order_rank }} <= least(
-                    round(ranked_ratings.user_num_ratings * {{ var('test_fraction', 0.2) }}),
+                    round(ranked_ratings.user_num_ratings * {{ var('test_fraction') }}),
                     ranked_ratings.user_num_ratings - 1
                 ) then 'test'
                 else 'train'
@@ -119,7 +119,7 @@ labelled as (
             end as split
         {%- else -%}
             case
-                when ranked_ratings.split_draw < {{ var('test_fraction', 0.2) }} then 'test'
+                when ranked_ratings.split_draw < {{ var('test_fraction') }} then 'test'
                 else 'train'
             end as split
         {%- endif %}
