@@ -6,6 +6,7 @@ package), offline, which must log nothing to its console, and a screenshot is ta
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -165,13 +166,21 @@ def test_the_report_is_one_self_contained_file(written):
 
 
 def test_the_terminal_summary_names_the_headline_numbers(spark, written):
+    """The summary's numbers, worked out here from the tables the fixture wrote: ratings,
+    predictions and the tuning grid (whose best cell is rank 20, regParam 0.1, at 0.85)."""
     settings, _ = written
     lines = report.summary_lines(report.gather(spark, settings))
-    assert lines[0].startswith("data: ") and "ratings by 120 users" in lines[0]
-    assert any(line.startswith("test RMSE: ALS ") for line in lines)
-    assert any(line.startswith("lists served by implicit_als") and "NDCG@10 " in line
-               and "lift" in line for line in lines)
-    assert any(line.startswith("tuning: best rank 20, regParam 0.1") for line in lines)
+    ratings = spark.table("movielens.ratings").collect()
+    movies = {r.movie_id for r in ratings}
+    density = len(ratings) / (120 * len(movies))
+    assert lines[0] == (f"data: {len(ratings):,} ratings by 120 users on {len(movies):,} "
+                        f"movies (density {density * 100:.2f}%)")
+    errors = [r.prediction - r.rating for r in spark.table("movielens.predictions").collect()]
+    als_rmse = math.sqrt(sum(e * e for e in errors) / len(errors))
+    assert lines[1].startswith(f"test RMSE: ALS {als_rmse:.4f}, best baseline "), lines[1]
+    assert lines[2].startswith("lists served by implicit_als") and "NDCG@10 " in lines[2] \
+        and "lift" in lines[2]
+    assert lines[3:] == ["tuning: best rank 20, regParam 0.1 (validation RMSE 0.8500)"]
 
 
 @needs_chromium

@@ -183,8 +183,10 @@ models:
     compiled = {p.name: p.read_text() for p in written}
     assert compiled["only.sql"].strip() == "select 7 as n"
     assert compiled["doubled.sql"].strip() == "select (n * 2) as n from movielens.only"
-    tests = list((settings.target_dir / "compiled" / "tests").glob("only__*.sql"))
-    assert tests and "is null" in tests[0].read_text()
+    # only's one data test (not_null on n), as the query returning its failing rows.
+    [test] = (settings.target_dir / "compiled" / "tests").glob("*.sql")
+    assert test.name == "only__00.sql"
+    assert "from movielens.only where n is null" in test.read_text()
 
 
 def test_a_table_whose_inputs_did_not_change_is_not_rebuilt(spark, tmp_path, new_warehouse):
