@@ -71,9 +71,7 @@ class Project:
     sources: dict[tuple[str, str], str]
     macros: str
     vars: dict
-    manifest: dict = field(default_factory=dict)
     singular_tests: dict[str, list[SingularTest]] = field(default_factory=dict)
-    docs: dict[str, dict] = field(default_factory=dict)  # YAML docs of models and sources
     macros_template: object = None  # compiled once, by rendering.macros_template
 
     def order(self) -> list[str]:
@@ -279,8 +277,7 @@ def load_project(settings: Settings, folders: tuple[str, ...] | None = None,
             models[path.stem] = Model(name=path.stem, path=path, raw_sql=path.read_text())
     macros = "\n".join(path.read_text() for path in _macro_files(root, paths))
     project_vars = dict(manifest.get("vars") or {})
-    project = Project(settings, models, sources, macros, {**project_vars, **(cli_vars or {})},
-                      manifest=manifest, docs=docs)
+    project = Project(settings, models, sources, macros, {**project_vars, **(cli_vars or {})})
     for model in models.values():
         model.doc = docs.get(model.name, {})
         rendered = rendering.render(project, model.name, model.raw_sql, parse_only=True)
