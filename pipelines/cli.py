@@ -182,6 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-auth", action="store_true",
                        help="allow a non-loopback address without authentication (unsafe)")
 
+    api = command("api", api_command)
+    api.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--token-file", metavar="FILE",
+                     help="require `Authorization: Bearer <the file's first line>`; default "
+                          "the token in $REELHOUSE_API_TOKEN, if set")
+    api.add_argument("--no-auth", action="store_true",
+                     help="allow a non-loopback address without a token (unsafe)")
+    api.add_argument("--reload-seconds", type=float, default=2.0,
+                     help="how often to look for a newly finished model run")
+
     passwd = command("passwd", passwd_command)
     passwd.add_argument("--auth-file", required=True)
     passwd.add_argument("--user", required=True)
@@ -408,6 +419,28 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
                        Path(args.auth_file) if args.auth_file else None)
 
 
+def api_command(args: argparse.Namespace, settings: Settings) -> int:
+    """serve recommendations over HTTP (JSON API, OpenAPI docs at /docs, a page at /)
+
+    Example: reelhouse api --port 8000, then open http://127.0.0.1:8000/
+    """
+    from pipelines import api
+
+    token = os.environ.get("REELHOUSE_API_TOKEN") or None
+    if args.token_file:
+        path = Path(args.token_file)
+        if not path.is_file():
+            raise ReelhouseError(f"--token-file {path} is not a file: write the token on its "
+                                 "first line.")
+        token = (path.read_text().splitlines() or [""])[0].strip()
+        if len(token) < 16:
+            raise ReelhouseError(f"The token in {path} is shorter than 16 characters: use a "
+                                 "long random one (e.g. `openssl rand -hex 32`).")
+    if not 0 < args.reload_seconds <= 3600:
+        raise ReelhouseError("--reload-seconds must be more than 0 and at most 3600.")
+    return api.serve(settings, args.host, args.port, token, args.no_auth, args.reload_seconds)
+
+
 def passwd_command(args: argparse.Namespace, settings: Settings) -> None:
     """add or change a user in a Thrift server credentials file (password read from stdin, or
     asked for on a terminal)
@@ -527,18 +560,25 @@ def recommend_command(args: argparse.Namespace, settings: Settings) -> None:
 
     Example: reelhouse recommend --ratings my_ratings.csv --top-n 20
     """
-    from pipelines import recommend, session
+    from pipelines import recommend
 
-    new_user = recommend.read_ratings_file(args.ratings) if args.ratings else None
-    spark = session.create_spark(settings)
-    if new_user is not None:
-        rows = recommend.fold_in(spark, settings, new_user, args.top_n or 10)
+    if args.ratings:
+        items = recommend.fold_in(settings, recommend.read_ratings_file(args.ratings),
+                                  args.top_n or 10)
     else:
-        rows = recommend.for_user(spark, settings, args.user, args.top_n)
+        items = recommend.for_user(settings, args.user, args.top_n)
     if args.format == "text":
-        print(recommend.format_listing(rows.collect()))  # N rows, asked for
+        print(recommend.format_listing(items))
+    elif args.format == "json":
+        json.dump(items, sys.stdout, ensure_ascii=False)
+        sys.stdout.write("\n")
     else:
-        print_rows(rows, args.format)
+        columns = ["rank", "movie_id", "title", "year", "genres", "score", "source", "because"]
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        for item in items:
+            writer.writerow([json.dumps(item[c]) if isinstance(item.get(c), list | dict)
+                             else item.get(c) for c in columns])
 
 
 def evaluate_command(args: argparse.Namespace, settings: Settings) -> None:

@@ -22,6 +22,7 @@ from pipelines import (
     model_runs,
     recommend,
     runner,
+    served_model,
     sql_project,
     train,
     tune,
@@ -58,7 +59,8 @@ def taste_ratings(seed: int = 1) -> list[tuple[int, int, float, int, str]]:
 
 
 def write_inputs(spark, settings, split) -> None:
-    """The four input tables of the training contract, from a DataFrame of
+    """The input tables of the training contract (and the statistics `recommend` reads), from
+    a DataFrame of
     (user_id int, movie_id int, rating double, ts long, split string)."""
     split = split.selectExpr("user_id", "movie_id", "rating", "timestamp_seconds(ts) as rated_at",
                              "split")
@@ -69,11 +71,16 @@ def write_inputs(spark, settings, split) -> None:
         "if(movie_id % 2 = 1, array('Drama'), array('Comedy', 'Romance')) as genres")
     writes.replace_table(spark, settings, movies, "movies")
     stats = spark.sql("""
-        select movie_id, count(*) as num_ratings, avg(rating) as avg_rating,
+        select movie_id, title, year, genres, count(*) as num_ratings,
+               avg(rating) as avg_rating,
                (10 * (select avg(rating) from movielens.ratings) + sum(rating))
                    / (10 + count(*)) as bayesian_avg
-        from movielens.ratings group by movie_id""")
+        from movielens.ratings join movielens.movies using (movie_id)
+        group by movie_id, title, year, genres""")
     writes.replace_table(spark, settings, stats, "movie_stats")
+    users = spark.sql("select user_id, count(*) as num_ratings from movielens.ratings "
+                      "group by user_id")
+    writes.replace_table(spark, settings, users, "user_stats")
 
 
 def table_rows(spark, table: str) -> list[tuple]:
@@ -280,55 +287,53 @@ def test_the_saved_list_model_holds_the_published_factors_and_scores_the_lists(s
 
 # --- recommend -----------------------------------------------------------------------------------
 
-def test_fold_in_returns_unrated_movies_in_the_users_taste(spark, trained):
+def test_fold_in_returns_unrated_movies_in_the_users_taste(trained):
     settings, _ = trained
     likes = [(m, 5.0) for m in (1, 2, 3, 4, 5)] + [(m, 1.0) for m in (21, 22, 23, 24, 25)]
-    rows = recommend.fold_in(spark, settings, likes, top_n=8).collect()
-    assert [r.rank for r in rows] == list(range(1, 9))
-    ids = [r.movie_id for r in rows]
+    rows = recommend.fold_in(settings, likes, top_n=8)
+    assert [r["rank"] for r in rows] == list(range(1, 9))
+    ids = [r["movie_id"] for r in rows]
     assert len(set(ids)) == 8 and not set(ids) & {m for m, _ in likes}
     # loved by users of the same taste (the list model has rank 4 and this user 5 likes)
-    assert sum(m <= 20 for m in ids) >= 6, [(r.movie_id, r.score) for r in rows]
+    assert sum(m <= 20 for m in ids) >= 6, [(r["movie_id"], r["score"]) for r in rows]
     assert all(m <= 20 for m in ids[:5])
-    everything = recommend.fold_in(spark, settings, likes, top_n=30).collect()
-    order = [r.movie_id for r in everything]
+    # the reason is a movie the user loved (a 1 is under the threshold: not a "like")
+    assert all(r["because"]["movie_id"] in (1, 2, 3, 4, 5) for r in rows)
+    everything = recommend.fold_in(settings, likes, top_n=30)
+    order = [r["movie_id"] for r in everything]
     assert order.index(6) < order.index(26)  # 6 loved, 26 hated by that taste group
 
 
 def test_fold_in_of_a_known_user_gives_back_their_factors(spark, trained):
     """The solve is implicit ALS's own user step: same confidences, same regularisation. The
     serving model was fit on every rating, so the user's every rating goes in."""
+    settings, _ = trained
     user = 7
     own = [(r.movie_id, r.rating) for r in spark.sql(
         f"select movie_id, rating from movielens.ratings where user_id = {user} "
         "order by movie_id").collect()]
-    factors = {r.id: np.array(r.factors, dtype=float)
-               for r in spark.table("movielens.movie_factors").collect()}
-    q = np.array([factors[m] for m, _ in own])
-    liked = np.array([1.0 if rating >= LIST_PARAMS.confidence_threshold else 0.0
-                      for _, rating in own])
-    gram = sum(np.outer(f, f) for f in factors.values())
-    p = recommend.solve_user_implicit(q, liked, gram, LIST_PARAMS.reg_param, LIST_PARAMS.alpha)
+    placed = served_model.load(settings).place_user(own)
     trained_user = spark.sql(f"select factors from movielens.user_factors where id = {user}") \
         .first()
-    assert 0 < liked.sum() < len(liked)  # both kinds of rating are in the solve
-    assert p == pytest.approx(np.array(trained_user.factors), abs=2e-3)
+    liked = [rating >= LIST_PARAMS.confidence_threshold for _, rating in own]
+    assert 0 < sum(liked) < len(liked)  # both kinds of rating are in the solve
+    assert placed["factors"] == pytest.approx(np.array(trained_user.factors), abs=2e-3)
 
 
-def test_recommend_user_lists_titles_and_rejects_unknown_users(spark, trained):
+def test_recommend_user_lists_titles_and_rejects_unknown_users(trained):
     settings, _ = trained
-    rows = recommend.for_user(spark, settings, 3).collect()
-    assert [r.rank for r in rows] == [1, 2, 3, 4, 5]
-    assert all(r.title == f"Movie {r.movie_id}" and r.genres for r in rows)
+    rows = recommend.for_user(settings, 3)
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
+    assert all(r["title"] == f"Movie {r['movie_id']}" and r["genres"] for r in rows)
     assert "1. Movie" in recommend.format_listing(rows)
-    with pytest.raises(ReelhouseError, match="User 123456 is not in movielens.ratings"):
-        recommend.for_user(spark, settings, 123456)
-    with pytest.raises(ReelhouseError, match="kept 5 recommendations"):
-        recommend.for_user(spark, settings, 3, top_n=6)
-    with pytest.raises(ReelhouseError, match="not in movielens.movies"):
-        recommend.fold_in(spark, settings, [(1, 4.0), (424242, 3.0)])
+    with pytest.raises(ReelhouseError, match="User 123456 is not in the warehouse"):
+        recommend.for_user(settings, 123456)
+    with pytest.raises(ReelhouseError, match="kept 5 per list"):
+        recommend.for_user(settings, 3, top_n=6)
+    with pytest.raises(ReelhouseError, match="Movie 424242 is not in the warehouse"):
+        recommend.fold_in(settings, [(1, 4.0), (424242, 3.0)])
     with pytest.raises(ReelhouseError, match="outside this dataset's scale"):
-        recommend.fold_in(spark, settings, [(1, 7.0)])
+        recommend.fold_in(settings, [(1, 7.0)])
 
 
 @pytest.mark.parametrize("text, message", [

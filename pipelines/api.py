@@ -1,0 +1,339 @@
+"""`reelhouse api`: recommendations over HTTP for applications and people, and a page at /.
+
+An ASGI app (FastAPI, served by uvicorn) over one ServedModel in memory (served_model.py):
+no JVM, no Spark on the request path. A watcher thread looks at model_runs' Delta version
+every few seconds; when a new run has finished it loads that run whole, then swaps one
+reference, so every request answers from the old model or the new one, never a mix (each
+handler takes the reference once). A reload that fails leaves the old model serving and says
+why in /health; with no model at all, /health answers 503 and the process keeps trying.
+
+Errors are JSON {"error": "one sentence"}: 404 for an unknown id in a path, 422 for a request
+the model cannot take as written, 401 without the token, 503 with no model to serve.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Annotated
+
+import orjson
+from fastapi import Body, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pipelines import progress, served_model
+from pipelines.errors import ReelhouseError
+from pipelines.served_model import BadRequest, NotFound, ServedModel, Unavailable
+from pipelines.settings import Settings
+
+MAX_N = 100  # list length one request may ask for
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def error(status: int, message: str, headers: dict | None = None) -> JSON:
+    return JSON({"error": message}, status_code=status, headers=headers)
+
+
+class ModelHolder:
+    """The model being served, replaced whole when a new run finishes."""
+
+    def __init__(self, settings: Settings, reload_seconds: float):
+        self.settings = settings
+        self.reload_seconds = reload_seconds
+        self.model: ServedModel | None = None
+        self.error: str | None = None  # why there is no model, or why the last reload failed
+        self.checked_version: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh(self) -> None:
+        """Load the latest run if model_runs moved since the last look (cheap otherwise)."""
+        try:
+            version = served_model.table_version(self.settings, "model_runs")
+            if version is not None and version == self.checked_version:
+                return
+            run = served_model.latest_run(self.settings)
+            if self.model is None or run["run_id"] != self.model.run_id:
+                model = served_model.load(self.settings, run)
+                self.model = model  # the swap: one reference, atomic for every reader
+                progress.say(f"serving run {model.run_id} (loaded in "
+                             f"{model.loaded_seconds:.2f}s)")
+            self.checked_version, self.error = version, None
+        except ReelhouseError as exc:
+            self.error = str(exc)
+        except Exception as exc:  # a storage hiccup must not stop the watcher; say it
+            self.error = f"loading the model failed: {type(exc).__name__}: {exc}"[:300]
+
+    def start(self) -> None:
+        def watch():
+            while not self._stop.wait(self.reload_seconds):
+                self.refresh()
+
+        self._thread = threading.Thread(target=watch, name="model-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def current(self) -> ServedModel:
+        model = self.model
+        if model is None:
+            raise Unavailable(self.error or "The model is still loading.")
+        return model
+
+
+# --- request and response shapes (for validation and the OpenAPI document) ------------------
+
+class Rating(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    movie_id: StrictInt = Field(gt=0, description="a movie id from /movies")
+    rating: float = Field(description="on the dataset's scale (see /health)")
+
+
+class NewUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ratings: list[Rating] = Field(description="the new user's ratings, one per movie")
+    n: StrictInt = Field(10, ge=1, le=MAX_N, description="how many recommendations")
+
+
+class Movie(BaseModel):
+    movie_id: int
+    title: str
+    year: int | None
+    genres: list[str]
+    num_ratings: int | None
+    avg_rating: float | None
+    bayesian_avg: float | None
+
+
+class Item(Movie):
+    score: float
+    source: str | None = None
+    rank: int | None = None
+    because: dict | None = None
+
+
+class ItemList(BaseModel):
+    run_id: str
+    items: list[Item]
+    source: str | None = None
+    left_out: list[int] | None = None
+
+
+class Health(BaseModel):
+    status: str
+    run_id: str | None = None
+    error: str | None = None
+
+
+def _listing(model: ServedModel, items: list[dict], **extra) -> dict:
+    for rank, item in enumerate(items, start=1):
+        item["rank"] = rank
+    return {"run_id": model.run_id, "items": items, **extra}
+
+
+def create_app(settings: Settings, token: str | None = None,
+               reload_seconds: float = 2.0, watch: bool = True) -> FastAPI:
+    """The app over the warehouse in `settings`; with `token`, every endpoint but the page and
+    its files wants `Authorization: Bearer <token>`."""
+    holder = ModelHolder(settings, reload_seconds)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        holder.refresh()
+        if holder.error:
+            progress.say(f"no model yet: {holder.error}")
+        if watch:
+            holder.start()
+        yield
+        holder.stop()
+
+    app = FastAPI(title="reelhouse", version="0.1.0", lifespan=lifespan,
+                  description="Movie recommendations from the latest reelhouse run.")
+    app.state.holder = holder
+
+    open_paths = {"/", "/page.js", "/page.css", "/health", "/openapi.json", "/docs",
+                  "/docs/oauth2-redirect", "/redoc"}
+
+    @app.middleware("http")
+    async def _auth(request: Request, call_next):
+        if token is not None and request.url.path not in open_paths:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return error(401, "This API needs `Authorization: Bearer <token>` (the token "
+                             "`reelhouse api` was started with).",
+                             {"WWW-Authenticate": "Bearer"})
+        return await call_next(request)
+
+    @app.exception_handler(ReelhouseError)
+    async def _reelhouse_error(request, exc: ReelhouseError):
+        status = {NotFound: 404, BadRequest: 422, Unavailable: 503}.get(type(exc), 422)
+        return error(status, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request, exc: RequestValidationError):
+        return error(422, validation_sentence(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc: StarletteHTTPException):
+        if exc.status_code == 404:
+            return error(404, f"There is no {request.url.path} here: see /docs for the API.")
+        if exc.status_code == 405:
+            return error(405, f"{request.method} is not allowed on {request.url.path}.")
+        return error(exc.status_code, str(exc.detail))
+
+    @app.get("/health", response_model=Health)
+    async def health():
+        """Status, and the model run being served (503 while there is none)."""
+        model = holder.model
+        if model is None:
+            return JSON({"status": "unavailable", "error": holder.error}, status_code=503)
+        body = {"status": "ok", "run_id": model.run_id, "list_model": model.params.get(
+            "implicit") and "implicit_als" or "explicit_als",
+            "finished_at": model.run["finished_at"].isoformat(),
+            "rating_scale": list(model.scale), "metrics": model.metrics,
+            "movies": len(model.movies), "users": len(model.known_users),
+            "loaded_seconds": round(model.loaded_seconds, 3)}
+        if holder.error:
+            body["reload_error"] = holder.error
+        return JSON(body)
+
+    @app.get("/movies", response_model=ItemList)
+    async def search(q: Annotated[str, Query(min_length=1, max_length=200)],
+                     limit: Annotated[int, Query(ge=1, le=MAX_N)] = 10):
+        """Movies whose title holds every word of q (case- and accent-insensitive)."""
+        model = holder.current()
+        return JSON({"run_id": model.run_id, "items": model.search(q, limit)})
+
+    @app.get("/movies/{movie_id}", response_model=Movie)
+    async def movie(movie_id: Annotated[int, Path()]):
+        """One movie: title, year, genres and rating statistics."""
+        model = holder.current()
+        return JSON({"run_id": model.run_id, **model.movie(movie_id)})
+
+    @app.get("/movies/{movie_id}/similar", response_model=ItemList)
+    async def similar(movie_id: Annotated[int, Path()],
+                      n: Annotated[int | None, Query(ge=1, le=MAX_N)] = None):
+        """The movies whose factors point the same way (cosine), most similar first
+        (n: default and at most the run's top N)."""
+        model = holder.current()
+        return JSON({"run_id": model.run_id, "movie": model.movie(movie_id),
+                     "items": model.similar_to(movie_id, n or model.params["top_n"])})
+
+    @app.get("/users/{user_id}/recommendations", response_model=ItemList)
+    async def user_recommendations(user_id: Annotated[int, Path()],
+                                   n: Annotated[int | None, Query(ge=1, le=MAX_N)] = None):
+        """The served list of a known user, never a movie they rated; source 'most_rated'
+        marks the fallback for a user the model has no factors for (n: default and at most
+        the run's top N)."""
+        model = holder.current()
+        items, source = model.for_user(user_id, n or model.params["top_n"])
+        return JSON(_listing(model, items, source=source))
+
+    @app.post("/recommendations", response_model=ItemList)
+    async def new_user(body: Annotated[NewUser, Body()]):
+        """A new user's list: their ratings folded into the serving model (no retraining),
+        never a rated movie, each with the rated movie that adds most to its score."""
+        model = holder.current()
+        items, left_out = model.fold_in([(r.movie_id, r.rating) for r in body.ratings], body.n)
+        return JSON(_listing(model, items, source="fold_in", left_out=left_out))
+
+    @app.get("/predict")
+    async def predict(user_id: Annotated[int, Query()], movie_id: Annotated[int, Query()]):
+        """The rating model's estimate for one (user, movie) pair."""
+        model = holder.current()
+        return JSON({"run_id": model.run_id, **model.predict(user_id, movie_id)})
+
+    page = resources.files("pipelines") / "page"
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index():
+        return Response(page.joinpath("index.html").read_bytes(), media_type="text/html")
+
+    @app.get("/page.js", include_in_schema=False)
+    async def page_js():
+        return Response(page.joinpath("page.js").read_bytes(),
+                        media_type="text/javascript")
+
+    @app.get("/page.css", include_in_schema=False)
+    async def page_css():
+        return Response(page.joinpath("page.css").read_bytes(), media_type="text/css")
+
+    return app
+
+
+def validation_sentence(errors: list[dict]) -> str:
+    """FastAPI's validation errors as one sentence about the first."""
+    first = errors[0] if errors else {}
+    kind, where = first.get("type", ""), [str(p) for p in first.get("loc", ())]
+    name = where[-1] if where else "the request"
+    if kind == "json_invalid":
+        return "The request body is not valid JSON."
+    if where[:1] == ["body"] and len(where) == 1:
+        return "The request body must be a JSON object like {\"ratings\": [...], \"n\": 10}."
+    if kind == "missing":
+        return f"{name} is required."
+    if kind == "extra_forbidden":
+        return f"{name} is not a field this endpoint takes."
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"{name} must be a whole number, got {first.get('input')!r}."
+    if kind in ("float_parsing", "float_type"):
+        return f"{name} must be a number, got {first.get('input')!r}."
+    bounds = {"greater_than_equal": ("ge", "at least"), "less_than_equal": ("le", "at most"),
+              "greater_than": ("gt", "more than"), "less_than": ("lt", "less than")}
+    if kind in bounds:
+        key, words = bounds[kind]
+        return (f"{name} must be {words} {first.get('ctx', {}).get(key)}, got "
+                f"{first.get('input')!r}.")
+    if kind == "string_too_short":
+        return f"{name} must not be empty."
+    if kind == "string_too_long":
+        return f"{name} is too long: at most {first.get('ctx', {}).get('max_length')} characters."
+    if kind == "list_type":
+        return f"{name} must be a list."
+    return f"{name}: {first.get('msg', 'is not valid')}."
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
+          token: str | None = None, no_auth: bool = False, reload_seconds: float = 2.0) -> int:
+    """Run the API until SIGINT or SIGTERM. Beyond loopback it wants a token unless no_auth."""
+    import uvicorn
+
+    from pipelines.serve import is_loopback
+
+    if not is_loopback(host) and token is None and not no_auth:
+        raise ReelhouseError(
+            f"Serving on {host} would let anyone who can reach port {port} use the API: set "
+            "REELHOUSE_API_TOKEN or pass --token-file FILE, bind to 127.0.0.1, or pass "
+            "--no-auth to accept that risk.")
+    if not is_loopback(host) and token is None:
+        progress.say(f"WARNING: serving on {host} with no authentication: anyone who can "
+                     f"reach port {port} can use the API")
+    app = create_app(settings, token, reload_seconds)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                            access_log=False, timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    started = time.monotonic()
+
+    original_startup = server.startup
+
+    async def startup(sockets=None):
+        await original_startup(sockets)
+        progress.say(f"API up in {time.monotonic() - started:.1f}s")
+        print(f"READY http://{host}:{port}/", flush=True)
+
+    server.startup = startup
+    server.run()
+    return 0
