@@ -26,12 +26,14 @@ command=${1:-run}
 [ $# -gt 0 ] && shift
 case "$command" in
     test)
-        # The HTML report is checked in a real headless browser: Debian's chromium.
-        if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
-                && [ "$(id -u)" = 0 ]; then
-            echo "dev.sh: installing chromium for the report test" >&2
-            (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
-                >/dev/null 2>&1 || echo "dev.sh: chromium could not be installed" >&2
+        # The HTML report and the API's page are checked in a real headless browser (Debian's
+        # chromium); the API bench's smoke test drives the API with wrk.
+        if { ! command -v chromium || ! command -v wrk; } >/dev/null 2>&1 \
+                && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+            echo "dev.sh: installing chromium and wrk for the browser and load tests" >&2
+            (apt-get update -qq \
+                && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium wrk) \
+                >/dev/null 2>&1 || echo "dev.sh: chromium or wrk could not be installed" >&2
         fi
         .venv/bin/ruff check .
         .venv/bin/sqlfluff lint sql

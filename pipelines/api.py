@@ -21,7 +21,7 @@ from importlib import resources
 from typing import Annotated
 
 import orjson
-from fastapi import Body, FastAPI, Path, Query, Request
+from fastapi import Body, FastAPI, Path, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
@@ -138,6 +138,29 @@ class Health(BaseModel):
     error: str | None = None
 
 
+class BearerToken:
+    """ASGI middleware: every path but the page, its files, /health and the docs wants
+    `Authorization: Bearer <token>` (compared in constant time). Plain ASGI, not
+    BaseHTTPMiddleware, which costs a task and a queue per request."""
+
+    OPEN = {"/", "/page.js", "/page.css", "/health", "/openapi.json", "/docs", "/redoc",
+            "/docs/oauth2-redirect"}
+
+    def __init__(self, app, token: str):
+        self.app, self.expected = app, f"Bearer {token}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] not in self.OPEN:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                refusal = error(401, "This API needs `Authorization: Bearer <token>` (the "
+                                "token `reelhouse api` was started with).",
+                                {"WWW-Authenticate": "Bearer"})
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def _listing(model: ServedModel, items: list[dict], **extra) -> dict:
     for rank, item in enumerate(items, start=1):
         item["rank"] = rank
@@ -163,19 +186,8 @@ def create_app(settings: Settings, token: str | None = None,
     app = FastAPI(title="reelhouse", version="0.1.0", lifespan=lifespan,
                   description="Movie recommendations from the latest reelhouse run.")
     app.state.holder = holder
-
-    open_paths = {"/", "/page.js", "/page.css", "/health", "/openapi.json", "/docs",
-                  "/docs/oauth2-redirect", "/redoc"}
-
-    @app.middleware("http")
-    async def _auth(request: Request, call_next):
-        if token is not None and request.url.path not in open_paths:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return error(401, "This API needs `Authorization: Bearer <token>` (the token "
-                             "`reelhouse api` was started with).",
-                             {"WWW-Authenticate": "Bearer"})
-        return await call_next(request)
+    if token is not None:
+        app.add_middleware(BearerToken, token=token)
 
     @app.exception_handler(ReelhouseError)
     async def _reelhouse_error(request, exc: ReelhouseError):

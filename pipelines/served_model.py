@@ -8,9 +8,9 @@ seen; the movies, their statistics and the users come from the latest build.
 
 Which rows the model may not recommend comes from `ratings_split`, the build's copy of every
 rating: `ratings` itself uses deletion vectors (its MERGE marks changed rows instead of
-rewriting files), a reader feature delta-rs 1.6 refuses ("reader features
-{'deletionVectors'} … not yet supported"); ratings_split is rewritten whole by each build and
-has the same (user, movie) pairs.
+rewriting files), a reader feature delta-rs 1.6 refuses ("The table has set these reader
+features: {'deletionVectors'} but these are not yet supported by the deltalake reader");
+ratings_split is rewritten whole by each build and has the same (user, movie) pairs.
 
 Fold-in (a new user's list without retraining) solves the same regularised least-squares
 problem ALS solves for every user in its last half-iteration, with the movie factors held
@@ -120,6 +120,29 @@ def search_key(text: str) -> str:
     return " ".join("".join(c if c.isalnum() else " " for c in plain).split())
 
 
+class TitleIndex:
+    """Every title's search key in one string, most rated first, so a word is found with
+    str.find over the whole catalogue instead of a test per title."""
+
+    def __init__(self, movies: dict[int, dict]):
+        ordered = sorted(movies.values(), key=lambda m: (-(m["num_ratings"] or 0), m["movie_id"]))
+        self.keys = [search_key(m["title"]) for m in ordered]
+        self.ids = [m["movie_id"] for m in ordered]
+        self.text = "\n".join(self.keys)
+        self.starts = np.cumsum([0] + [len(k) + 1 for k in self.keys[:-1]])
+
+    def find(self, words: list[str]) -> list[int]:
+        """Positions (most rated first) of the titles holding every word."""
+        longest = max(words, key=len)
+        found, at = [], self.text.find(longest)
+        while at >= 0:
+            i = int(np.searchsorted(self.starts, at, side="right")) - 1
+            if all(w in self.keys[i] for w in words):
+                found.append(i)
+            at = self.text.find(longest, self.starts[i] + len(self.keys[i]))
+        return found
+
+
 @dataclass
 class Lists:
     """Ranked lists keyed by an id (a user's recommendations, a movie's similar movies):
@@ -128,7 +151,7 @@ class Lists:
     keys: np.ndarray
     starts: np.ndarray
     items: np.ndarray
-    scores: np.ndarray
+    scores: np.ndarray | None = None
     sources: list | None = None
 
     @classmethod
@@ -139,13 +162,26 @@ class Lists:
         return cls(unique, np.append(starts, len(keys)), items, scores,
                    None if sources is None else [sources[i] for i in order])
 
+    @classmethod
+    def sets(cls, keys: np.ndarray, items: np.ndarray) -> Lists:
+        """Each key's items, sorted (a user's rated movies): one sort of a 64-bit key, the
+        cheapest way to group millions of pairs."""
+        combined = (keys.astype(np.int64) << 32) | items.astype(np.int64)
+        combined.sort()
+        keys = combined >> 32
+        starts = np.flatnonzero(np.diff(keys)) + 1 if len(keys) else np.empty(0, np.int64)
+        starts = np.concatenate(([0], starts)) if len(keys) else starts
+        return cls(keys[starts], np.append(starts, len(keys)),
+                   (combined & 0xFFFFFFFF).astype(np.int32))
+
     def get(self, key: int):
         """(items, scores, sources) of one key, best first, or None if the key has none."""
         i = int(np.searchsorted(self.keys, key))
         if i == len(self.keys) or self.keys[i] != key:
             return None
         a, b = self.starts[i], self.starts[i + 1]
-        return self.items[a:b], self.scores[a:b], (self.sources[a:b] if self.sources else None)
+        return (self.items[a:b], None if self.scores is None else self.scores[a:b],
+                self.sources[a:b] if self.sources else None)
 
 
 @dataclass
@@ -182,10 +218,14 @@ class ServedModel:
     run: dict
     params: dict  # the list model's (what serves lists and fold-in)
     movies: dict[int, dict]  # movie_id -> title, year, genres and rating statistics
-    search_keys: list[tuple[str, int, int]]  # (key, -num_ratings, movie_id), most rated first
+    titles: TitleIndex
     list_factors: Factors  # movie factors of the list model
     movie_gram: np.ndarray  # YᵀY over every movie (implicit fold-in)
-    candidates: np.ndarray  # rows of list_factors a list may name (min_movie_ratings)
+    # What a list may name (min_movie_ratings), laid out for one matrix-vector product per
+    # fold-in: ids (sorted), float32 factors (contiguous), biases.
+    candidate_ids: np.ndarray
+    candidate_factors: np.ndarray
+    candidate_bias: np.ndarray
     popular: np.ndarray  # movie ids by serving-fit ratings, most first: the fallback list
     recommendations: Lists
     similar: Lists
@@ -219,10 +259,11 @@ class ServedModel:
         if not words:
             raise BadRequest("Give some words of a title to search for, e.g. ?q=shawshank.")
         phrase = " ".join(words)
-        found = [(0 if key == phrase else 1 if key.startswith((phrase, "the " + phrase)) else 2,
-                  n, m) for key, n, m in self.search_keys if all(w in key for w in words)]
-        found.sort()
-        return [self.movies[m] for _, _, m in found[:limit]]
+        keys = self.titles.keys
+        found = sorted(self.titles.find(words), key=lambda i: (
+            0 if keys[i] == phrase else 1 if keys[i].startswith((phrase, "the " + phrase))
+            else 2, i))
+        return [self.movies[self.titles.ids[i]] for i in found[:limit]]
 
     def check_list_length(self, n: int) -> None:
         """A stored list is as long as the run made it (train --top-n)."""
@@ -265,7 +306,7 @@ class ServedModel:
         stored = self.recommendations.get(user_id)
         if stored is not None and stored[2] and stored[2][0] != "most_rated":
             items, scores, sources = stored
-            keep = ~np.isin(items, rated)  # rated since the run: no longer a recommendation
+            keep = ~_member(rated, items)  # rated since the run: not a pick any more
             return [{**self.movies.get(int(m), _unknown(m)), "score": float(s),
                      "source": src} for m, s, src, k in zip(items, scores, sources, keep,
                                                              strict=True) if k][:n], sources[0]
@@ -274,7 +315,7 @@ class ServedModel:
     def fallback(self, exclude: np.ndarray, n: int) -> list[dict]:
         """The most-rated list (top_lists.most_rated_for's rule: most ratings in the serving
         fit, ties by lower id, score = that count), without the excluded movies."""
-        picks = self.popular[~np.isin(self.popular, exclude)][:n]
+        picks = self.popular[~np.isin(self.popular, exclude)][:n]  # a rare path
         counts = self.list_factors.num_ratings[self.list_factors.rows(picks)]
         return [{**self.movies.get(int(m), _unknown(m)), "score": float(c),
                  "source": "most_rated"} for m, c in zip(picks, counts, strict=True)]
@@ -367,23 +408,24 @@ class ServedModel:
         for (left out of the solve)."""
         self.check_ratings(ratings)
         user = self.place_user(ratings)
+        raw = user["offset"] + self.candidate_bias \
+            + self.candidate_factors @ user["factors"].astype(np.float32)
         rated = np.array([m for m, _ in ratings], dtype=np.int64)
-        candidates = self.candidates[~np.isin(self.list_factors.ids[self.candidates], rated)]
-        raw = user["offset"] + self.list_factors.bias[candidates] \
-            + self.list_factors.matrix[candidates] @ user["factors"]
-        top = _top(raw, self.list_factors.ids[candidates], n)
-        chosen = candidates[top]
+        masked = np.searchsorted(self.candidate_ids, rated)[_member(self.candidate_ids, rated)]
+        raw[masked] = -np.inf  # never a rated movie
+        top = _top(raw, self.candidate_ids, min(n, len(raw) - len(masked)))
+        chosen = self.candidate_ids[top]
         # Each rated movie's share of each chosen movie's score: (y A⁻¹ q_j) w_j.
-        shares = (self.list_factors.matrix[chosen] @ np.linalg.solve(user["gram"], user["q"].T)
-                  ) * user["weights"]
+        y = self.list_factors.matrix[self.list_factors.rows(chosen)]
+        shares = (y @ np.linalg.solve(user["gram"], user["q"].T)) * user["weights"]
         given = dict(ratings)
         low, high = self.scale
         items = []
-        for row, score, share in zip(chosen, raw[top], shares, strict=True):
+        for movie_id, score, share in zip(chosen, raw[top], shares, strict=True):
             because = int(user["ids"][int(np.argmax(share))])
             score = float(score) if self.params["implicit"] else min(max(float(score), low),
                                                                      high)
-            movie_id = int(self.list_factors.ids[row])
+            movie_id = int(movie_id)
             items.append({**self.movies.get(movie_id, _unknown(movie_id)), "score": score,
                           "because": {"movie_id": because,
                                       "title": self.movies[because]["title"],
@@ -413,6 +455,14 @@ def nonnegative_solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
         if np.max(np.abs(p - previous)) < 1e-10:
             break
     return p
+
+
+def _member(sorted_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Which of `values` are in `sorted_ids` (a binary search each: no hashing, no copy)."""
+    if not len(sorted_ids):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_ids, values), len(sorted_ids) - 1)
+    return sorted_ids[at] == values
 
 
 def _top(scores: np.ndarray, ids: np.ndarray, n: int) -> np.ndarray:
@@ -445,8 +495,6 @@ def load(settings: Settings, run: dict | None = None) -> ServedModel:
     for row in stats.to_pylist():
         row["genres"] = row["genres"] or []
         movies[row["movie_id"]] = row
-    search_keys = sorted(((search_key(m["title"]), -(m["num_ratings"] or 0), m["movie_id"])
-                          for m in movies.values()), key=lambda k: (k[1], k[2]))
 
     list_factors = Factors.read(settings, "movie_factors", versions["movie_factors"])
     candidates = np.flatnonzero(list_factors.num_ratings >= params["min_movie_ratings"])
@@ -465,15 +513,17 @@ def load(settings: Settings, run: dict | None = None) -> ServedModel:
                                  _ints(sim["similar_movie_id"]), sim["similarity"].to_numpy())
 
     pairs = read_table(settings, "ratings_split", ["user_id", "movie_id"])
-    users, rated_movies = _ints(pairs["user_id"]), _ints(pairs["movie_id"])
-    rated = Lists.from_columns(users, rated_movies, rated_movies,
-                               np.zeros(len(users), dtype=np.float32))
+    rated = Lists.sets(pairs["user_id"].to_numpy(), pairs["movie_id"].to_numpy())
+    del pairs
     known = _ints(read_table(settings, "user_stats", ["user_id"])["user_id"])
 
     return ServedModel(
-        run=run, params=params, movies=movies, search_keys=search_keys,
+        run=run, params=params, movies=movies, titles=TitleIndex(movies),
         list_factors=list_factors, movie_gram=list_factors.matrix.T @ list_factors.matrix,
-        candidates=candidates, popular=popular, recommendations=recommendations,
+        candidate_ids=list_factors.ids[candidates],
+        candidate_factors=np.ascontiguousarray(list_factors.matrix[candidates], np.float32),
+        candidate_bias=list_factors.bias[candidates].astype(np.float32),
+        popular=popular, recommendations=recommendations,
         similar=similar,
         rating_users=Factors.read(settings, "rating_user_factors",
                                   versions["rating_user_factors"]),

@@ -466,3 +466,23 @@ def test_a_new_run_is_served_without_restart_and_never_mixed(spark, api):
     # once the new run answered, the old one never did again
     first_new = next(i for i, (run, _, _) in enumerate(seen) if run == after)
     assert all(run == after for run, _, _ in seen[first_new:])
+
+
+# --- the bench command, once, small ----------------------------------------------------------
+
+@pytest.mark.skipif(shutil.which("wrk") is None,
+                    reason="wrk is not installed: apt-get install -y wrk (./dev.sh test does)")
+def test_the_api_bench_runs_and_counts_no_errors(built):
+    settings, _ = built
+    done = subprocess.run(
+        [REELHOUSE[0], "-m", "bench.api", "--warehouse", f"smoke={settings.warehouse}",
+         "--duration", "1", "--connections", "4", "--no-write"],
+        capture_output=True, text=True, timeout=300, cwd=settings_module.CHECKOUT_DIR)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")][1:]
+    assert [row.split("|")[6].strip() for row in rows] == [
+        "GET /health", "GET /users/{id}/recommendations", "POST /recommendations (10 ratings)",
+        "GET /movies?q="]
+    for row in rows:
+        cells = [c.strip() for c in row.split("|")]
+        assert float(cells[7].replace(",", "")) > 0 and cells[11] == "0", row
