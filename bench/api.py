@@ -53,12 +53,12 @@ def lua_script(workload: str, model: served_model.ServedModel, rng) -> str:
                            replace=False)
         paths = [f"/users/{int(u)}/recommendations" for u in users]
     elif workload == "search":
-        words = sorted({w for key, _, _ in model.search_keys[:5000] for w in key.split()
+        words = sorted({w for key in model.titles.keys[:5000] for w in key.split()
                         if len(w) > 3})
         paths = [f"/movies?q={w}&limit=10" for w in rng.choice(words, size=min(500,
                                                                                 len(words)))]
     else:
-        movies = model.list_factors.ids[model.candidates]
+        movies = model.candidate_ids
         bodies = []
         for _ in range(500):
             picks = rng.choice(movies, size=10, replace=False)

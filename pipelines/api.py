@@ -1,10 +1,11 @@
 """`reelhouse api`: recommendations over HTTP for applications and people, and a page at /.
 
 An ASGI app (FastAPI, served by uvicorn) over one ServedModel in memory (served_model.py):
-no JVM, no Spark on the request path. A watcher thread looks at model_runs' Delta version
-every few seconds; when a new run has finished it loads that run whole, then swaps one
-reference, so every request answers from the old model or the new one, never a mix (each
-handler takes the reference once). A reload that fails leaves the old model serving and says
+no JVM, no Spark on the request path. A watcher thread looks at the Delta versions of
+model_runs, ratings_split and movie_stats every few seconds; when one moved (a run finished,
+a build rewrote them) it loads the model whole, then swaps one reference, so every request
+answers from the old model or the new one, never a mix (each handler takes the reference
+once). A reload that fails leaves the old model serving and says
 why in /health; with no model at all, /health answers 503 and the process keeps trying.
 
 Errors are JSON {"error": "one sentence"}: 404 for an unknown id in a path, 422 for a request
@@ -33,6 +34,8 @@ from pipelines.served_model import BadRequest, NotFound, ServedModel, Unavailabl
 from pipelines.settings import Settings
 
 MAX_N = 100  # list length one request may ask for
+# What a reload follows: a new run, and a build's new ratings and movie statistics.
+WATCHED = ("model_runs", "ratings_split", "movie_stats")
 
 
 class JSON(Response):
@@ -54,23 +57,24 @@ class ModelHolder:
         self.reload_seconds = reload_seconds
         self.model: ServedModel | None = None
         self.error: str | None = None  # why there is no model, or why the last reload failed
-        self.checked_version: int | None = None
+        self.checked_versions: tuple | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def refresh(self) -> None:
-        """Load the latest run if model_runs moved since the last look (cheap otherwise)."""
+        """Load the model again if a watched table moved since the last look: a finished run
+        (model_runs), or a build that rewrote what users rated or the movies' statistics.
+        Looking costs a read of three Delta logs; loading happens only on a change."""
         try:
-            version = served_model.table_version(self.settings, "model_runs")
-            if version is not None and version == self.checked_version:
+            versions = tuple(served_model.table_version(self.settings, table)
+                             for table in WATCHED)
+            if versions == self.checked_versions:
                 return
-            run = served_model.latest_run(self.settings)
-            if self.model is None or run["run_id"] != self.model.run_id:
-                model = served_model.load(self.settings, run)
-                self.model = model  # the swap: one reference, atomic for every reader
-                progress.say(f"serving run {model.run_id} (loaded in "
-                             f"{model.loaded_seconds:.2f}s)")
-            self.checked_version, self.error = version, None
+            model = served_model.load(self.settings)
+            self.model = model  # the swap: one reference, atomic for every reader
+            progress.say(f"serving run {model.run_id} (loaded in "
+                         f"{model.loaded_seconds:.2f}s)")
+            self.checked_versions, self.error = versions, None
         except ReelhouseError as exc:
             self.error = str(exc)
         except Exception as exc:  # a storage hiccup must not stop the watcher; say it
@@ -212,8 +216,8 @@ def create_app(settings: Settings, token: str | None = None,
         model = holder.model
         if model is None:
             return JSON({"status": "unavailable", "error": holder.error}, status_code=503)
-        body = {"status": "ok", "run_id": model.run_id, "list_model": model.params.get(
-            "implicit") and "implicit_als" or "explicit_als",
+        body = {"status": "ok", "run_id": model.run_id,
+                "list_model": model.run.get("list_model"),
             "finished_at": model.run["finished_at"].isoformat(),
             "rating_scale": list(model.scale), "metrics": model.metrics,
             "movies": len(model.movies), "users": len(model.known_users),
