@@ -279,7 +279,7 @@ class ServedModel:
         if stored is None:
             return []  # no factors, or too few ratings to have a direction
         items, scores, _ = stored
-        return [{**self.movies.get(int(m), _unknown(m)), "rank": i + 1,
+        return [{**(self.movies.get(int(m)) or _unknown(m)), "rank": i + 1,
                  "score": float(s)} for i, (m, s) in enumerate(zip(items[:n], scores[:n],
                                                                      strict=True))]
 
@@ -307,7 +307,7 @@ class ServedModel:
         if stored is not None and stored[2] and stored[2][0] != "most_rated":
             items, scores, sources = stored
             keep = ~_member(rated, items)  # rated since the run: not a pick any more
-            return [{**self.movies.get(int(m), _unknown(m)), "score": float(s),
+            return [{**(self.movies.get(int(m)) or _unknown(m)), "score": float(s),
                      "source": src} for m, s, src, k in zip(items, scores, sources, keep,
                                                              strict=True) if k][:n], sources[0]
         return self.fallback(rated, n), "most_rated"
@@ -317,7 +317,7 @@ class ServedModel:
         fit, ties by lower id, score = that count), without the excluded movies."""
         picks = self.popular[~np.isin(self.popular, exclude)][:n]  # a rare path
         counts = self.list_factors.num_ratings[self.list_factors.rows(picks)]
-        return [{**self.movies.get(int(m), _unknown(m)), "score": float(c),
+        return [{**(self.movies.get(int(m)) or _unknown(m)), "score": float(c),
                  "source": "most_rated"} for m, c in zip(picks, counts, strict=True)]
 
     def predict(self, user_id: int, movie_id: int) -> dict:
@@ -395,11 +395,11 @@ class ServedModel:
                                   / (len(values) + params["user_bias_damping"]))
             gram = q.T @ q + params["reg_param"] * len(values) * np.eye(q.shape[1])
             weights = values - mean - bias[rows] - user_bias
-        if params["nonnegative"]:
-            p = nonnegative_solve(gram, q.T @ weights)
-        else:
-            p = np.linalg.solve(gram, q.T @ weights)
-        return {"factors": p, "ids": ids, "q": q, "gram": gram, "weights": weights,
+        # A⁻¹Qᵀ gives p and each rated movie's share of a score (for a nonnegative model the
+        # shares are those of the unconstrained solve: close, and only used to explain).
+        spread = np.linalg.solve(gram, q.T)
+        p = nonnegative_solve(gram, q.T @ weights) if params["nonnegative"] else spread @ weights
+        return {"factors": p, "ids": ids, "spread": spread, "weights": weights,
                 "offset": float(mean) + user_bias, "left_out": left_out}
 
     def fold_in(self, ratings: list[tuple[int, float]], n: int) -> tuple[list[dict], list[int]]:
@@ -417,16 +417,16 @@ class ServedModel:
         chosen = self.candidate_ids[top]
         # Each rated movie's share of each chosen movie's score: (y A⁻¹ q_j) w_j.
         y = self.list_factors.matrix[self.list_factors.rows(chosen)]
-        shares = (y @ np.linalg.solve(user["gram"], user["q"].T)) * user["weights"]
+        reasons = user["ids"][np.argmax((y @ user["spread"]) * user["weights"], axis=1)]
         given = dict(ratings)
         low, high = self.scale
         items = []
-        for movie_id, score, share in zip(chosen, raw[top], shares, strict=True):
-            because = int(user["ids"][int(np.argmax(share))])
+        for movie_id, score, because in zip(chosen, raw[top], reasons, strict=True):
+            because = int(because)
             score = float(score) if self.params["implicit"] else min(max(float(score), low),
                                                                      high)
             movie_id = int(movie_id)
-            items.append({**self.movies.get(movie_id, _unknown(movie_id)), "score": score,
+            items.append({**(self.movies.get(movie_id) or _unknown(movie_id)), "score": score,
                           "because": {"movie_id": because,
                                       "title": self.movies[because]["title"],
                                       "rating": given[because]}})
