@@ -25,6 +25,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -55,14 +56,15 @@ def lua_script(workload: str, model: served_model.ServedModel, rng) -> str:
     elif workload == "search":
         words = sorted({w for key in model.titles.keys[:5000] for w in key.split()
                         if len(w) > 3})
-        paths = [f"/movies?q={w}&limit=10" for w in rng.choice(words, size=min(500,
+        paths = [f"/movies?q={quote(w)}&limit=10" for w in rng.choice(words, size=min(500,
                                                                                 len(words)))]
     else:
         movies = model.candidate_ids
         bodies = []
         for _ in range(500):
             picks = rng.choice(movies, size=10, replace=False)
-            ratings = rng.choice(np.arange(1, 11) / 2, size=10)
+            low, high = model.scale  # whole stars, valid on every GroupLens scale
+            ratings = rng.choice(np.arange(np.ceil(low), np.floor(high) + 1), size=10)
             bodies.append(json.dumps({"ratings": [{"movie_id": int(m), "rating": float(r)}
                                                   for m, r in zip(picks, ratings,
                                                                   strict=True)], "n": 10}))

@@ -426,16 +426,16 @@ def api_command(args: argparse.Namespace, settings: Settings) -> int:
     """
     from pipelines import api
 
-    token = os.environ.get("REELHOUSE_API_TOKEN") or None
+    token, where = os.environ.get("REELHOUSE_API_TOKEN") or None, "REELHOUSE_API_TOKEN"
     if args.token_file:
         path = Path(args.token_file)
         if not path.is_file():
             raise ReelhouseError(f"--token-file {path} is not a file: write the token on its "
                                  "first line.")
-        token = (path.read_text().splitlines() or [""])[0].strip()
-        if len(token) < 16:
-            raise ReelhouseError(f"The token in {path} is shorter than 16 characters: use a "
-                                 "long random one (e.g. `openssl rand -hex 32`).")
+        token, where = (path.read_text().splitlines() or [""])[0].strip(), str(path)
+    if token is not None and len(token) < 16:
+        raise ReelhouseError(f"The token in {where} is shorter than 16 characters: use a long "
+                             "random one (e.g. `openssl rand -hex 32`).")
     if not 0 < args.reload_seconds <= 3600:
         raise ReelhouseError("--reload-seconds must be more than 0 and at most 3600.")
     return api.serve(settings, args.host, args.port, token, args.no_auth, args.reload_seconds)
@@ -564,7 +564,7 @@ def recommend_command(args: argparse.Namespace, settings: Settings) -> None:
 
     if args.ratings:
         items = recommend.fold_in(settings, recommend.read_ratings_file(args.ratings),
-                                  args.top_n or 10)
+                                  10 if args.top_n is None else args.top_n)
     else:
         items = recommend.for_user(settings, args.user, args.top_n)
     if args.format == "text":

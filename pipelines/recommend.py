@@ -76,7 +76,8 @@ def read_ratings_file(path: Path) -> list[tuple[int, float]]:
             raise ReelhouseError(f"{where} has {len(fields)} fields, expected movie_id,rating: "
                                  f"{stripped[:80]!r}.")
         movie_text, rating_text = fields
-        if not movie_text.isdigit() or not 0 < int(movie_text) < 2**31:
+        if not (movie_text.isascii() and movie_text.isdigit()) \
+                or not 0 < int(movie_text) < 2**31:
             raise ReelhouseError(f"{where}: movie id {movie_text!r} is not a positive whole "
                                  "number.")
         if not _is_number(rating_text):

@@ -90,12 +90,13 @@ def table_version(settings: Settings, table: str) -> int | None:
         return None
 
 
-def latest_run(settings: Settings) -> dict:
-    """The newest model_runs row (what model_runs.latest_run picks, in Spark) as a dict."""
+def latest_run(settings: Settings, version: int | None = None) -> dict:
+    """The newest model_runs row (what model_runs.latest_run picks, in Spark) as a dict, as of
+    `version` (None: the latest)."""
     if table_version(settings, model_runs.RUNS_TABLE) is None:
         raise Unavailable(f"No model has been trained in {settings.warehouse} yet: run "
                           "`reelhouse run` (or `reelhouse train`) first.")
-    runs = read_table(settings, model_runs.RUNS_TABLE, None).to_pylist()
+    runs = read_table(settings, model_runs.RUNS_TABLE, None, version).to_pylist()
     if not runs:
         raise Unavailable("model_runs is empty: run `reelhouse train` first.")
     return max(runs, key=lambda run: (run["finished_at"], run["run_id"]))
@@ -307,9 +308,13 @@ class ServedModel:
         if stored is not None and stored[2] and stored[2][0] != "most_rated":
             items, scores, sources = stored
             keep = ~_member(rated, items)  # rated since the run: not a pick any more
-            return [{**(self.movies.get(int(m)) or _unknown(m)), "score": float(s),
-                     "source": src} for m, s, src, k in zip(items, scores, sources, keep,
-                                                             strict=True) if k][:n], sources[0]
+            listed = [{**(self.movies.get(int(m)) or _unknown(m)), "score": float(s),
+                       "source": src} for m, s, src, k in zip(items, scores, sources, keep,
+                                                               strict=True) if k][:n]
+            if len(listed) < n:  # topped up with most-rated picks, each marked as such
+                shown = np.union1d(rated, [item["movie_id"] for item in listed])
+                listed += self.fallback(shown, n - len(listed))
+            return listed, sources[0]
         return self.fallback(rated, n), "most_rated"
 
     def fallback(self, exclude: np.ndarray, n: int) -> list[dict]:
@@ -380,11 +385,16 @@ class ServedModel:
         q = self.list_factors.matrix[rows]
         bias = self.list_factors.bias
         # The serving fit's mean (0 for implicit runs, which learn no biases).
-        mean = self.run.get("serving_global_mean", self.run["global_mean"]) or 0.0
+        mean = self.run.get("serving_global_mean")
+        mean = (self.run["global_mean"] if mean is None else mean) or 0.0
         user_bias = 0.0
         if params["implicit"]:
             values = implicit_value(params, values)
             used = values > 0  # a 0 (under the threshold) counts as not rated
+            if not used.any():
+                raise BadRequest(
+                    f"The model learns only from ratings of {params['confidence_threshold']:g} "
+                    "or more, and none of these is: rate some movies you liked.")
             confidence = 1.0 + params["alpha"] * np.abs(values)
             gram = self.movie_gram + q.T @ ((confidence - 1.0)[:, None] * q) \
                 + params["reg_param"] * np.count_nonzero(used) * np.eye(q.shape[1])
@@ -407,6 +417,7 @@ class ServedModel:
         movie that adds most to its score; and the rated movies the model has no factors
         for (left out of the solve)."""
         self.check_ratings(ratings)
+        ratings = sorted(ratings)  # the same sums in the same order, whatever order they came
         user = self.place_user(ratings)
         raw = user["offset"] + self.candidate_bias \
             + self.candidate_factors @ user["factors"].astype(np.float32)
@@ -466,12 +477,18 @@ def _member(sorted_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _top(scores: np.ndarray, ids: np.ndarray, n: int) -> np.ndarray:
-    """Positions of the n best scores, best first, ties by lower id (as the SQL lists order)."""
+    """Positions of the n best scores, best first, ties by lower id (as the SQL lists order):
+    every score tied with the n-th is kept before the cut, so a tie is broken by id, not by
+    where argpartition happened to put it."""
     n = min(n, len(scores))
     if n == 0:
         return np.empty(0, dtype=np.int64)
-    part = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
-    return part[np.lexsort((ids[part], -scores[part]))]
+    if n < len(scores):
+        nth = -np.partition(-scores, n - 1)[n - 1]
+        part = np.flatnonzero(scores >= nth)
+    else:
+        part = np.arange(len(scores))
+    return part[np.lexsort((ids[part], -scores[part]))][:n]
 
 
 def _unknown(movie_id) -> dict:
@@ -481,38 +498,42 @@ def _unknown(movie_id) -> dict:
 
 # --- loading ----------------------------------------------------------------------------------
 
-def load(settings: Settings, run: dict | None = None) -> ServedModel:
-    """The latest finished run (or `run`, a model_runs row) as a ServedModel."""
+def load(settings: Settings, versions: dict[str, int | None] | None = None) -> ServedModel:
+    """The latest finished run as a ServedModel. `versions` pins model_runs, ratings_split and
+    movie_stats to the Delta versions a watcher saw (None: the latest of each), so a build
+    running meanwhile cannot be half read."""
     started = time.monotonic()
-    run = run or latest_run(settings)
-    versions = run["output_versions"]
-    versions = dict(versions) if not isinstance(versions, dict) else versions
+    pinned = versions or {}
+    run = latest_run(settings, pinned.get(model_runs.RUNS_TABLE))
+    outputs = dict(run["output_versions"])  # each table as the run left it
     params = json.loads(run.get("list_params") or run["params"])
 
     stats = read_table(settings, "movie_stats", ["movie_id", "title", "year", "genres",
-                                                 "num_ratings", "avg_rating", "bayesian_avg"])
+                                                 "num_ratings", "avg_rating", "bayesian_avg"],
+                       pinned.get("movie_stats"))
     movies = {}
     for row in stats.to_pylist():
         row["genres"] = row["genres"] or []
         movies[row["movie_id"]] = row
 
-    list_factors = Factors.read(settings, "movie_factors", versions["movie_factors"])
+    list_factors = Factors.read(settings, "movie_factors", outputs["movie_factors"])
     candidates = np.flatnonzero(list_factors.num_ratings >= params["min_movie_ratings"])
     popular = list_factors.ids[np.lexsort((list_factors.ids, -list_factors.num_ratings))]
 
     recs = read_table(settings, "recommendations",
                       ["user_id", "rank", "movie_id", "score", "source"],
-                      versions["recommendations"])
+                      outputs["recommendations"])
     recommendations = Lists.from_columns(
         _ints(recs["user_id"]), _ints(recs["rank"]), _ints(recs["movie_id"]),
         recs["score"].to_numpy(), recs["source"].to_pylist())
     sim = read_table(settings, "similar_movies",
                      ["movie_id", "rank", "similar_movie_id", "similarity"],
-                     versions["similar_movies"])
+                     outputs["similar_movies"])
     similar = Lists.from_columns(_ints(sim["movie_id"]), _ints(sim["rank"]),
                                  _ints(sim["similar_movie_id"]), sim["similarity"].to_numpy())
 
-    pairs = read_table(settings, "ratings_split", ["user_id", "movie_id"])
+    pairs = read_table(settings, "ratings_split", ["user_id", "movie_id"],
+                       pinned.get("ratings_split"))
     rated = Lists.sets(pairs["user_id"].to_numpy(), pairs["movie_id"].to_numpy())
     del pairs
     known = _ints(read_table(settings, "user_stats", ["user_id"])["user_id"])
@@ -526,9 +547,9 @@ def load(settings: Settings, run: dict | None = None) -> ServedModel:
         popular=popular, recommendations=recommendations,
         similar=similar,
         rating_users=Factors.read(settings, "rating_user_factors",
-                                  versions["rating_user_factors"]),
+                                  outputs["rating_user_factors"]),
         rating_movies=Factors.read(settings, "rating_movie_factors",
-                                   versions["rating_movie_factors"]),
+                                   outputs["rating_movie_factors"]),
         rated=rated, known_users=np.union1d(known, rated.keys),
         metrics=_metrics(settings, run), loaded_seconds=time.monotonic() - started)
 

@@ -197,6 +197,10 @@ def test_fold_in_explains_each_pick_and_equals_reelhouse_recommend(api, tmp_path
     assert [(r["movie_id"], r["because"]["movie_id"]) for r in listed] == \
         [(i["movie_id"], i["because"]["movie_id"]) for i in body["items"]]
     assert [r["score"] for r in listed] == pytest.approx([i["score"] for i in body["items"]])
+    # the order of the ratings does not matter
+    backwards = client.post("/recommendations", json={
+        "ratings": [{"movie_id": m, "rating": r} for m, r in reversed(ratings)], "n": 10}).json()
+    assert backwards["items"] == body["items"]
 
 
 def test_fold_in_of_a_known_user_gives_back_their_trained_factors(spark, built):
@@ -259,7 +263,10 @@ def test_openapi_document_and_docs_are_served(api):
      "rating must be a number, got 'good'"),
     ("POST", "/recommendations", {"ratings": [{"movie_id": 1, "rating": 4, "x": 1}]}, 422,
      "x is not a field"),
-    ("POST", "/recommendations", {"ratings": [{"movie_id": 1}]}, 422, "rating is required"),
+    ("POST", "/recommendations", {"ratings": [{"movie_id": 1}]}, 422,
+     "ratings[0].rating is required"),
+    ("POST", "/recommendations", {"ratings": [1]}, 422, "ratings[0] must be an object like"),
+    ("POST", "/recommendations", {"ratings": {"1": 4}}, 422, "ratings must be a list"),
     ("PUT", "/recommendations", {}, 405, "PUT is not allowed on /recommendations"),
 ])
 def test_bad_requests_get_one_sentence_and_a_4xx(api, method, path, body, status, message):
@@ -293,8 +300,31 @@ def test_fold_in_refuses_what_the_model_cannot_take(api):
     too_many = client.post("/recommendations", json={
         "ratings": [{"movie_id": m, "rating": 3.0} for m in range(1, 1002)]})
     assert too_many.status_code == 422
-    assert "1,001 ratings is more than the 1,000" in too_many.json()["error"]
+    assert too_many.json()["error"] == \
+        "ratings holds 1,001 items, more than the 1,000 one request may have."
     assert post([(famous[0], 4.0)], n=101).status_code == 422
+
+
+def test_a_warehouse_gone_after_loading_is_a_stale_503_while_the_run_is_served(built,
+                                                                              tmp_path):
+    settings, _ = built
+    copy = tmp_path / "warehouse"
+    shutil.copytree(settings.warehouse, copy)
+    process, url = start_api(str(copy), "--reload-seconds", "0.2")
+    try:
+        assert httpx.get(f"{url}/health").json()["status"] == "ok"
+        shutil.rmtree(copy)
+        deadline = time.monotonic() + 20
+        while httpx.get(f"{url}/health").status_code != 503 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        health = httpx.get(f"{url}/health")
+        assert health.status_code == 503 and health.json()["status"] == "stale"
+        assert health.json()["run_id"] and health.json()["error"]
+        served = httpx.get(f"{url}/users/1/recommendations")  # the loaded run, still served
+        assert served.status_code == 200 and len(served.json()["items"]) == 10
+    finally:
+        err = stop(process)
+    assert "Traceback" not in err
 
 
 def test_a_missing_warehouse_is_a_503_and_the_process_keeps_running(tmp_path):
@@ -344,8 +374,8 @@ def test_the_token_is_refused_and_accepted(built, tmp_path):
             assert response.status_code == 401, headers
             assert "Authorization: Bearer" in response.json()["error"]
             assert response.headers["www-authenticate"] == "Bearer"
-        good = {"Authorization": f"Bearer {token}"}
-        assert httpx.get(f"{url}/users/1/recommendations", headers=good).status_code == 200
+        for good in ({"Authorization": f"Bearer {token}"}, {"Authorization": f"bearer {token}"}):
+            assert httpx.get(f"{url}/users/1/recommendations", headers=good).status_code == 200
         assert httpx.post(f"{url}/recommendations", headers={"Authorization": "Bearer no"},
                           json={"ratings": []}).status_code == 401
         assert httpx.get(f"{url}/").status_code == 200  # the page asks for the token itself
@@ -486,3 +516,33 @@ def test_the_api_bench_runs_and_counts_no_errors(built):
     for row in rows:
         cells = [c.strip() for c in row.split("|")]
         assert float(cells[7].replace(",", "")) > 0 and cells[11] == "0", row
+
+
+def test_a_user_the_model_has_no_factors_for_gets_the_marked_fallback(spark, api):
+    """A build after the run brings a new user (their ratings reach ratings_split, the model
+    has not met them): the API picks the build up and serves them the most-rated list,
+    without the movies they rated."""
+    settings, famous, client = api
+    from pipelines import writes
+
+    newcomer = 5000
+    rows = [(newcomer, m, 4.0, "train") for m in famous]
+    split = spark.table("movielens.ratings_split")
+    extra = spark.createDataFrame(rows, "user_id int, movie_id int, rating double, "
+                                        "split string").selectExpr(
+        "user_id", "movie_id", "rating", "current_timestamp() as rated_at", "split")
+    writes.replace_table(spark, settings, split.unionByName(extra.select(*split.columns))
+                         .localCheckpoint(), "ratings_split")
+    deadline = time.monotonic() + 30
+    while client.get(f"/users/{newcomer}/recommendations").status_code == 404 \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    body = client.get(f"/users/{newcomer}/recommendations").json()
+    assert body["source"] == "most_rated" and len(body["items"]) == 10
+    assert all(i["source"] == "most_rated" for i in body["items"])
+    ids = [i["movie_id"] for i in body["items"]]
+    assert not set(ids) & set(famous)
+    popular = [r.movie_id for r in spark.sql(
+        "select id as movie_id from movielens.movie_factors "
+        "order by num_ratings desc, id limit 13").collect()]
+    assert ids == [m for m in popular if m not in famous][:10]

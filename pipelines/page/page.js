@@ -149,3 +149,4 @@ $("token-save").addEventListener("click", () => {
   $("token-box").hidden = true;
 });
 showModel();
+setInterval(showModel, 30000);  // a new run is served without a restart: so is its footer
