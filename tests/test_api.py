@@ -59,12 +59,13 @@ def built(spark, tmp_path_factory):
     return settings, famous
 
 
-def start_api(warehouse: str, *options: str, env: dict | None = None):
+def start_api(warehouse: str, *options: str, env: dict | None = None,
+              command: list[str] = REELHOUSE, cwd: Path | None = None):
     """`reelhouse api` in its own process; (process, base URL) once it accepts requests."""
     port = free_port()
     process = subprocess.Popen(
-        REELHOUSE + ["api", "--warehouse", warehouse, "--port", str(port), *options],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        command + ["api", "--warehouse", warehouse, "--port", str(port), *options],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
         env={**reelhouse_env(), **(env or {})})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -386,6 +387,23 @@ def test_the_token_is_refused_and_accepted(built, tmp_path):
         assert httpx.get(f"{env_url}/movies/1").status_code == 401
     finally:
         stop(env_process)
+
+
+def test_a_plain_install_serves_the_api_and_its_page(built, installed_reelhouse, tmp_path):
+    """The page's files ship in the package: `pip install .` (not editable), run from an
+    empty folder."""
+    settings, _ = built
+    process, url = start_api(settings.warehouse, command=[str(installed_reelhouse)],
+                             cwd=tmp_path)
+    try:
+        page = httpx.get(f"{url}/")
+        assert page.status_code == 200 and '<script src="page.js"' in page.text
+        for asset, kind in (("page.js", "text/javascript"), ("page.css", "text/css")):
+            served = httpx.get(f"{url}/{asset}")
+            assert served.status_code == 200 and served.headers["content-type"].startswith(kind)
+        assert httpx.get(f"{url}/users/1/recommendations").status_code == 200
+    finally:
+        stop(process)
 
 
 # --- the page, in a real browser ---------------------------------------------------------------
