@@ -564,3 +564,16 @@ def test_a_user_the_model_has_no_factors_for_gets_the_marked_fallback(spark, api
         "select id as movie_id from movielens.movie_factors "
         "order by num_ratings desc, id limit 13").collect()]
     assert ids == [m for m in popular if m not in famous][:10]
+
+
+def test_the_top_n_is_exact_with_ties_at_the_cut():
+    """_top against a full sort by (score desc, id asc), with many ties, at sizes around its
+    block bound."""
+    rng = np.random.default_rng(3)
+    for size in (5, 64, 640, 5000, 70_001):
+        scores = rng.integers(0, 40, size).astype(np.float32)
+        scores[rng.integers(0, size, size // 10)] = -np.inf  # masked (rated) movies
+        ids = rng.permutation(size * 3)[:size]
+        for n in (1, 10, 100):
+            expected = sorted(range(size), key=lambda i: (-scores[i], ids[i]))[:n]
+            assert list(served_model._top(scores, ids, n)) == expected, (size, n)
