@@ -96,6 +96,8 @@ def parse_wrk(output: str) -> dict:
     socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
                        output)
     total = re.search(r"(\d+) requests in", output)
+    if not {"50", "90", "99"} <= set(percentiles):
+        raise SystemExit(f"wrk printed no latency distribution:\n{output[-1500:]}")
     return {"requests_per_second": float(rps.group(1)) if rps else 0.0,
             "p50_ms": _ms(percentiles["50"]), "p90_ms": _ms(percentiles["90"]),
             "p99_ms": _ms(percentiles["99"]), "requests": int(total.group(1)) if total else 0,

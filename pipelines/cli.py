@@ -424,6 +424,9 @@ def api_command(args: argparse.Namespace, settings: Settings) -> int:
 
     Example: reelhouse api --port 8000, then open http://127.0.0.1:8000/
     """
+    # One request at a time runs on the event loop: numpy's BLAS thread pool spinning on the
+    # other core beside it only takes that core from the clients (set before numpy loads).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from pipelines import api
 
     token, where = os.environ.get("REELHOUSE_API_TOKEN") or None, "REELHOUSE_API_TOKEN"

@@ -26,6 +26,7 @@ w per rated movie, so a movie's score y·p is a sum of one term per rated movie,
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import re
@@ -136,8 +137,10 @@ def search_key(text: str) -> str:
 
 
 class TitleIndex:
-    """Every title's search key in one string, most rated first, so a word is found with
-    str.find over the whole catalogue instead of a test per title."""
+    """Title search keys, most rated first (position = popularity rank). A title equal to the
+    query, then titles starting with it (or with "the " and it), then any title holding every
+    word: exact matches by a dict, prefixes by binary search in the sorted keys, the rest by
+    str.find over all keys in one string, stopping once enough are found."""
 
     def __init__(self, movies: dict[int, dict]):
         ordered = sorted(movies.values(), key=lambda m: (-(m["num_ratings"] or 0), m["movie_id"]))
@@ -145,17 +148,39 @@ class TitleIndex:
         self.ids = [m["movie_id"] for m in ordered]
         self.text = "\n".join(self.keys)
         self.starts = np.cumsum([0] + [len(k) + 1 for k in self.keys[:-1]])
+        self.exact: dict[str, list[int]] = {}
+        for position, key in enumerate(self.keys):
+            self.exact.setdefault(key, []).append(position)
+        self.by_key = sorted(range(len(self.keys)), key=self.keys.__getitem__)
+        self.sorted_keys = [self.keys[i] for i in self.by_key]
 
-    def find(self, words: list[str]) -> list[int]:
-        """Positions (most rated first) of the titles holding every word."""
+    def _prefixed(self, prefix: str) -> list[int]:
+        low = bisect.bisect_left(self.sorted_keys, prefix)
+        high = bisect.bisect_left(self.sorted_keys, prefix + "\U0010ffff")
+        return self.by_key[low:high]
+
+    def _holding(self, words: list[str], limit: int) -> list[int]:
         longest = max(words, key=len)
         found, at = [], self.text.find(longest)
-        while at >= 0:
+        while at >= 0 and len(found) < limit:
             i = int(np.searchsorted(self.starts, at, side="right")) - 1
             if all(w in self.keys[i] for w in words):
                 found.append(i)
             at = self.text.find(longest, self.starts[i] + len(self.keys[i]))
         return found
+
+    def find(self, words: list[str], limit: int) -> list[int]:
+        """Positions of the best `limit` titles for these words, best first."""
+        phrase = " ".join(words)
+        tiers = [self.exact.get(phrase, []),
+                 sorted(self._prefixed(phrase) + self._prefixed("the " + phrase))[:limit * 2],
+                 self._holding(words, limit * 3)]
+        found: list[int] = []
+        for tier in tiers:
+            found += [i for i in tier if i not in found]
+            if len(found) >= limit:
+                break
+        return found[:limit]
 
 
 @dataclass
@@ -276,12 +301,7 @@ class ServedModel:
         words = search_key(query).split()
         if not words:
             raise BadRequest("Give some words of a title to search for, e.g. ?q=shawshank.")
-        phrase = " ".join(words)
-        keys = self.titles.keys
-        found = sorted(self.titles.find(words), key=lambda i: (
-            0 if keys[i] == phrase else 1 if keys[i].startswith((phrase, "the " + phrase))
-            else 2, i))
-        return [self.movies[self.titles.ids[i]] for i in found[:limit]]
+        return [self.movies[self.titles.ids[i]] for i in self.titles.find(words, limit)]
 
     def check_list_length(self, n: int) -> None:
         """A stored list is as long as the run made it (train --top-n)."""
