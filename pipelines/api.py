@@ -5,8 +5,8 @@ no JVM, no Spark on the request path. A watcher thread looks at the Delta versio
 model_runs, ratings_split and movie_stats every few seconds; when one moved (a run finished,
 a build rewrote them) it loads the model whole, then swaps one reference, so every request
 answers from the old model or the new one, never a mix (each handler takes the reference
-once). A reload that fails leaves the old model serving and says
-why in /health; with no model at all, /health answers 503 and the process keeps trying.
+once). A reload that fails leaves the old model serving and /health says why (503, "stale");
+with no model at all, /health answers 503 and the process keeps trying.
 
 Errors are JSON {"error": "one sentence"}: 404 for an unknown id in a path, 422 for a request
 the model cannot take as written, 401 without the token, 503 with no model to serve.
@@ -308,10 +308,10 @@ def create_app(settings: Settings, token: str | None = None,
             return JSON({"status": "unavailable", "error": holder.error}, status_code=503)
         body = {"status": "ok", "run_id": model.run_id,
                 "list_model": model.run.get("list_model"),
-            "finished_at": model.run["finished_at"].isoformat(),
-            "rating_scale": list(model.scale), "metrics": model.metrics,
-            "movies": len(model.movies), "users": len(model.known_users),
-            "loaded_seconds": round(model.loaded_seconds, 3)}
+                "finished_at": model.run["finished_at"].isoformat(),
+                "rating_scale": list(model.scale), "metrics": model.metrics,
+                "movies": len(model.movies), "users": len(model.known_users),
+                "loaded_seconds": round(model.loaded_seconds, 3)}
         if holder.error:  # serving the loaded run, but the warehouse cannot give a newer one
             body.update(status="stale", error=holder.error)
             return JSON(body, status_code=503)
