@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipelines import progress, served_model
-from pipelines.errors import ReelhouseError
+from pipelines.errors import ReelhouseError, spark_message
 from pipelines.served_model import BadRequest, NotFound, ServedModel, Unavailable
 from pipelines.settings import Settings
 
@@ -40,11 +40,6 @@ MAX_N = 100  # list length one request may ask for
 # What a reload follows: a new run, and a build's new ratings and movie statistics.
 WATCHED = ("model_runs", "ratings_split", "movie_stats")
 RETRY_SECONDS = 30.0  # a load that failed on unchanged tables is tried again this often
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
 
 
 class JSON(Response):
@@ -83,7 +78,7 @@ class ModelHolder:
             versions = tuple(served_model.table_version(self.settings, table)
                              for table in WATCHED)
         except Exception as exc:  # the warehouse itself is unreadable: say so, keep serving
-            self.error = f"the warehouse cannot be read: {_first_line(exc)}"
+            self.error = f"the warehouse cannot be read: {spark_message(exc, 200)}"
             return
         if versions == self.checked_versions:
             self.error = None
@@ -95,7 +90,7 @@ class ModelHolder:
             model = served_model.load(self.settings, dict(zip(WATCHED, versions, strict=True)))
         except Exception as exc:
             self.error = str(exc) if isinstance(exc, ReelhouseError) else \
-                f"loading the model failed: {_first_line(exc)}"
+                f"loading the model failed: {type(exc).__name__}: {spark_message(exc, 200)}"
             self._failed_versions, self._failed_at = versions, time.monotonic()
             return
         self.model = model  # the swap: one reference, atomic for every reader

@@ -572,16 +572,9 @@ def recommend_command(args: argparse.Namespace, settings: Settings) -> None:
         items = recommend.for_user(settings, args.user, args.top_n)
     if args.format == "text":
         print(recommend.format_listing(items))
-    elif args.format == "json":
-        json.dump(items, sys.stdout, ensure_ascii=False)
-        sys.stdout.write("\n")
     else:
-        columns = ["rank", "movie_id", "title", "year", "genres", "score", "source", "because"]
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(columns)
-        for item in items:
-            writer.writerow([json.dumps(item[c]) if isinstance(item.get(c), list | dict)
-                             else item.get(c) for c in columns])
+        write_records(["rank", "movie_id", "title", "year", "genres", "score", "source",
+                       "because"], items, args.format)
 
 
 def evaluate_command(args: argparse.Namespace, settings: Settings) -> None:
@@ -706,17 +699,24 @@ def print_rows(df, fmt: str) -> None:
     if fmt == "table":
         df.show(n=1000, truncate=False)
         return
-    rows = df.collect()  # the user asked for every row of their query
+    # the user asked for every row of their query
+    write_records(df.columns, [row.asDict() for row in df.collect()], fmt)
+
+
+def write_records(columns: list[str], records: list[dict], fmt: str) -> None:
+    """Records (one dict each) on stdout as JSON (a list of objects) or CSV (lists and
+    objects as JSON in their cell)."""
     if fmt == "json":
-        json.dump([{k: _json_value(v) for k, v in row.asDict().items()} for row in rows],
+        json.dump([{k: _json_value(v) for k, v in record.items()} for record in records],
                   sys.stdout, ensure_ascii=False)
         sys.stdout.write("\n")
-    else:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(df.columns)
-        for row in rows:
-            writer.writerow([json.dumps(_json_value(v)) if isinstance(v, list | dict)
-                             else _json_value(v) for v in row])
+        return
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(columns)
+    for record in records:
+        values = [record.get(column) for column in columns]
+        writer.writerow([json.dumps(_json_value(v)) if isinstance(v, list | dict)
+                         else _json_value(v) for v in values])
 
 
 # --- the entry point -----------------------------------------------------------------------

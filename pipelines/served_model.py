@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipelines import model_runs
-from pipelines.errors import ReelhouseError
+from pipelines.errors import ReelhouseError, spark_message
 from pipelines.settings import Settings
 
 # A new user's ratings in one fold-in: more is not a person typing.
@@ -77,8 +77,8 @@ def read_table(settings: Settings, table: str, columns: list[str], version: int 
         raise Unavailable(f"movielens.{table} is not in the warehouse {settings.warehouse}: run "
                           "`reelhouse run` first.") from exc
     except (DeltaError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise Unavailable(f"movielens.{table} could not be read: {first}") from exc
+        raise Unavailable(f"movielens.{table} could not be read: "
+                          f"{spark_message(exc, 200)}") from exc
 
 
 def table_version(settings: Settings, table: str) -> int | None:
@@ -248,9 +248,7 @@ class Factors:
     def rows(self, ids) -> np.ndarray:
         """Row index of each id, -1 where the id has no factors."""
         ids = np.asarray(ids, dtype=np.int64)
-        at = np.minimum(np.searchsorted(self.ids, ids), max(len(self.ids) - 1, 0))
-        found = (self.ids[at] == ids) if len(self.ids) else np.zeros(len(ids), bool)
-        return np.where(found, at, -1)
+        return np.where(_member(self.ids, ids), np.searchsorted(self.ids, ids), -1)
 
 
 @dataclass
