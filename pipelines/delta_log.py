@@ -100,6 +100,20 @@ def last_commit_info(spark, settings: Settings, table: str) -> dict:
     return {}
 
 
+def size_in_bytes(spark, settings: Settings, table: str) -> int | None:
+    """The bytes of data files in the table's current version, from the checksum file Delta
+    writes beside each commit (NNN.crc): no Spark job. None when there is no table or no
+    checksum for its newest version."""
+    location = settings.table_location(naming.check_identifier(table))
+    newest = latest_commit_file(spark, location)
+    if newest is None:
+        return None
+    path, fs = storage.fs_path(spark, f"{location}/_delta_log/{newest[0]:020d}.crc")
+    if not fs.exists(path):
+        return None
+    return json.loads(storage.read_file(spark, path)).get("tableSizeBytes")
+
+
 def rows_in_last_commit(spark, settings: Settings, table: str) -> int | None:
     """Rows the table's last commit wrote, read from the Delta log (no pass over the data)."""
     metrics = last_commit_info(spark, settings, table).get("operationMetrics") or {}

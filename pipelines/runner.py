@@ -11,7 +11,15 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from pipelines import data_tests, delta_log, fingerprints, materializations, progress, writes
+from pipelines import (
+    data_tests,
+    delta_log,
+    fingerprints,
+    materializations,
+    progress,
+    session,
+    writes,
+)
 from pipelines.errors import ReelhouseError, spark_message
 from pipelines.sql_project import Project
 
@@ -49,7 +57,13 @@ def build(spark, project: Project, selectors: list[str] | None = None,
     CPU, so overlapping them fills the cores. A table whose SQL and inputs are unchanged since
     it was built is skipped (unless force). If a model or a test fails, the models still
     running finish, then every table built by this call goes back to the version it had
-    before, so a failed build leaves the warehouse as it was. Returns the models rebuilt."""
+    before, so a failed build leaves the warehouse as it was. Returns the models rebuilt.
+    A small warehouse builds with Spark's small-data SQL settings (session.small_data_sql)."""
+    with session.small_data_sql(spark, project.settings):
+        return _build(spark, project, selectors, force)
+
+
+def _build(spark, project: Project, selectors: list[str] | None, force: bool) -> list[str]:
     settings = project.settings
     names = project.select(selectors)
     waits_for = dependencies(project, names)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from pipelines import jvm
@@ -35,6 +36,42 @@ def default_parallelism(settings: Settings) -> int:
     else:
         cores = int(inside.split(",")[0] or 1)
     return max(2, 2 * cores)
+
+
+# Spark SQL settings for a small warehouse. Adaptive query execution re-plans a query at every
+# stage, and generated code is compiled (Janino, then the JIT) for every new plan: on a few
+# hundred thousand ratings neither pays for itself, and Spark's own evaluators (which Spark
+# tests against the generated code) give the same rows. The build and evaluate steps use them
+# below the size; training keeps Spark's defaults, as ALS and the top-k lists ran slower
+# interpreted. Measured in bench/README.md ("Small-data SQL settings").
+SMALL_DATA_SQL_CONF = {"spark.sql.adaptive.enabled": "false",
+                       "spark.sql.codegen.wholeStage": "false",
+                       "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
+SMALL_DATA_MAX_BYTES = 4 << 20  # of raw_ratings' Parquet files: about 250,000 ratings
+
+
+@contextmanager
+def small_data_sql(spark, settings: Settings):
+    """SMALL_DATA_SQL_CONF while the block runs, when the warehouse's raw ratings are at most
+    SMALL_DATA_MAX_BYTES (from Delta's checksum file: no Spark job); Spark's values again
+    after it. A key given with --conf is left as given."""
+    from pipelines import delta_log
+
+    size = delta_log.size_in_bytes(spark, settings, "raw_ratings")
+    given = {key for key, _ in settings.spark_conf}
+    changes = {} if size is None or size > SMALL_DATA_MAX_BYTES else {
+        key: value for key, value in SMALL_DATA_SQL_CONF.items() if key not in given}
+    before = {key: spark.conf.get(key, None) for key in changes}
+    for key, value in changes.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 def driver_java_options(settings: Settings, jars: list[Path],

@@ -19,26 +19,20 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from pipelines import registration, serve
+from pipelines import registration, serve, session
 from pipelines.session import create_spark
 from pipelines.settings import CHECKOUT_DIR, Settings
 
 REAL_DATA = CHECKOUT_DIR.parent / "shared" / "movielens" / "ml-latest-small"
 # How Spark plans and evaluates a query changes no result the tests check, and on their few
-# thousand rows three of Spark's speed settings cost more than they save. Adaptive query
-# execution re-plans a query at every stage: a tenth of a tiny run's CPU. Generated code is
-# compiled (Janino, then the JIT) for every new plan, and a test's tiny queries never earn it
-# back: a cold tiny full run took 291 CPU-s (157 s) compiled and 226 CPU-s (124 s)
-# interpreted (Spark's own evaluators, which Spark tests against the generated code). Four
-# shuffle partitions (two per core) are four tasks per stage for a few thousand rows; two
-# took a tiny run from 221 to 201 CPU-s. With these settings the in-process tests of
-# test_evaluate, test_models, test_train and test_runner took 316 s instead of 397 s. The
-# product's defaults (all three on, as at scale) stay covered end to end by the tests that
-# run `reelhouse run` and `reelhouse serve` as processes: real data, bench, serve.
-SMALL_DATA_SQL_CONF = {"spark.sql.adaptive.enabled": "false",
-                       "spark.sql.codegen.wholeStage": "false",
-                       "spark.sql.codegen.factoryMode": "NO_CODEGEN",
-                       "spark.sql.shuffle.partitions": "2"}
+# thousand rows Spark's speed settings cost more than they save: the product's own small-data
+# SQL settings (session.SMALL_DATA_SQL_CONF: no adaptive re-planning, no generated code), here
+# for the whole session (training too), plus two shuffle partitions (one per core) for a few
+# thousand rows. A cold tiny full run took 291 CPU-s (157 s) compiled and 226 CPU-s (124 s)
+# interpreted; two partitions took a tiny run from 221 to 201 CPU-s. Spark's compiled path
+# stays covered end to end by the tests that run `reelhouse run` as a process (real data,
+# bench, serve): their training uses it at any size.
+SMALL_DATA_SQL_CONF = {**session.SMALL_DATA_SQL_CONF, "spark.sql.shuffle.partitions": "2"}
 TEST_SPARK_CONF = (("spark.ui.enabled", "false"), *SMALL_DATA_SQL_CONF.items())
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import delta_log, registration, rendering, runner, sql_project
+from pipelines import delta_log, registration, rendering, runner, session, sql_project, writes
 from pipelines.errors import ReelhouseError
 
 
@@ -133,6 +133,39 @@ models:
     assert delta_log.current_version(spark, settings, "ids") > versions["ids"]
     for table in ("ids", "scores"):
         assert spark.sql(f"select count(*) from movielens.{table}").first()[0] == 3
+
+
+def test_a_small_warehouse_builds_with_the_small_data_sql_settings(spark, tmp_path,
+                                                                 new_warehouse, monkeypatch):
+    """The settings a model's query ran under, recorded by the query itself (Spark substitutes
+    ${key} with the setting's value): Spark's values without raw ratings or above the size,
+    the small-data ones below it except a key given with --conf, Spark's values again after."""
+    sql = project_dir(tmp_path, {"seen": (
+        "{{ config(materialized='table') }}\n"
+        "select '${spark.sql.adaptive.enabled}' as adaptive, "
+        "'${spark.sql.codegen.wholeStage}' as whole_stage")})
+    settings = dataclasses.replace(with_sql(new_warehouse(), sql), spark_conf=())
+    keys = ("spark.sql.adaptive.enabled", "spark.sql.codegen.wholeStage")
+    before = {key: spark.conf.get(key) for key in keys}
+
+    def seen(build_settings) -> tuple:
+        runner.build(spark, sql_project.load_project(build_settings), force=True)
+        assert tuple(spark.conf.get(key) for key in keys) == ("true", "true")  # put back
+        return tuple(spark.table("movielens.seen").first())
+
+    try:
+        for key in keys:
+            spark.conf.set(key, "true")  # Spark's defaults (this session runs with them off)
+        assert seen(settings) == ("true", "true")  # no raw ratings yet
+        writes.replace_table(spark, settings, spark.range(10), "raw_ratings")
+        assert seen(settings) == ("false", "false")
+        given = dataclasses.replace(settings, spark_conf=((keys[0], "true"),))
+        assert seen(given) == ("true", "false")
+        monkeypatch.setattr(session, "SMALL_DATA_MAX_BYTES", 0)
+        assert seen(settings) == ("true", "true")
+    finally:
+        for key, value in before.items():
+            spark.conf.set(key, value)
 
 
 def test_an_incremental_model_run_twice_leaves_the_same_rows(spark, tmp_path, new_warehouse):
