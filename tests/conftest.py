@@ -36,44 +36,12 @@ SMALL_DATA_SQL_CONF = {**session.SMALL_DATA_SQL_CONF, "spark.sql.shuffle.partiti
 TEST_SPARK_CONF = (("spark.ui.enabled", "false"), *SMALL_DATA_SQL_CONF.items())
 
 
-# `./dev.sh test` runs the suite on two pytest-xdist workers (pyproject's addopts), each with its
-# own Spark session: much of a one-process run is one JVM starting up or running small jobs
-# while the other core waits. Tests are handed out a module at a time (their module-scoped
-# warehouses are built once), slowest modules first so that none starts last.
-SLOWEST_MODULES = ("faults/test_kill.py", "test_real_data.py", "test_bench.py", "test_api.py",
-                   "test_serve.py", "test_train.py")
-# Modules that share a session-scoped fixture run on one worker, so it is made once: the plain
-# `pip install .` of installed_reelhouse (about a minute).
-SAME_WORKER = {"test_pipeline.py": "test_real_data.py"}
-TESTS_DIR = Path(__file__).parent
-
-
 def pytest_collection_modifyitems(items):
-    """Each test goes to its module's xdist group. On workers the slowest modules come first;
-    in one process the fault-injection chain comes last instead: its in-process runs then find
-    the session's JVM warm (compiled by the tests before it) instead of paying for that warm-up
-    themselves, which made the chain some 3 minutes longer when it ran first."""
-    def module(item) -> str:
-        return item.path.relative_to(TESTS_DIR).as_posix()
-
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(SAME_WORKER.get(module(item), module(item))))
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        rank = {name: i for i, name in enumerate(SLOWEST_MODULES)}
-        items.sort(key=lambda item: rank.get(module(item), len(rank)))
-    else:
-        faults = [item for item in items if module(item).startswith("faults/")]
-        items[:] = [item for item in items if item not in faults] + faults
-
-
-def pytest_terminal_summary(terminalreporter):
-    """Lines a test records with record_property("summary", line), such as the fault chain's
-    tally, printed at the end of the run (a worker's own output never reaches the terminal)."""
-    for report in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get(
-            "failed", []):
-        for name, value in getattr(report, "user_properties", ()):
-            if name == "summary":
-                terminalreporter.write_line(value)
+    """The fault-injection chain last: its in-process runs then find this session's JVM warm
+    (compiled by the tests before it) instead of paying for that warm-up themselves, which
+    made the chain some 3 minutes longer when it ran first (its folder sorts first)."""
+    faults = [item for item in items if "/tests/faults/" in str(item.path)]
+    items[:] = [item for item in items if item not in faults] + faults
 
 
 def test_settings(warehouse: Path, **overrides) -> Settings:
