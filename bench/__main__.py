@@ -405,10 +405,15 @@ def markdown_table(results: list[dict]) -> str:
     if not results:
         return "No results yet: run `python -m bench`.\n"
     m = results[-1]["machine"]
+    # Rows may come from different sessions, on different CPUs and code: each row's are named.
+    where: dict[str, list[str]] = {}
+    for r in results:
+        key = f"{r['machine']['cpu']}, code {r['machine'].get('code', '?')}"
+        where.setdefault(key, []).append(r["size"])
     lines = [
-        f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB, {m['java']}, "
-        f"Spark {m['spark']}, native BLAS {'on' if m['native_blas'] else 'off'}"
-        + "; code " + ", ".join(sorted({r["machine"].get("code", "?") for r in results})) + ".",
+        f"Machine: {m['cores']} cores, {m['memory_gb']} GB, {m['java']}, "
+        f"Spark {m['spark']}, native BLAS {'on' if m['native_blas'] else 'off'}. "
+        + "; ".join(f"{', '.join(sizes)} on {key}" for key, sizes in where.items()) + ".",
         "",
         "| size | ratings | reelhouse run (s) | ingest / build / train / evaluate / report (s) "
         "| ALS fit (s) | RMSE | peak MB (JVM + Python) | tutorial (s) | tutorial fit (s) "
