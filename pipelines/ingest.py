@@ -10,8 +10,10 @@ ingested_at.
 
 from __future__ import annotations
 
+import fnmatch
 import gzip
 import hashlib
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,12 +80,67 @@ KNOWN_LAYOUTS = ("ml-latest-small, ml-latest, ml-20m, ml-25m, ml-32m (ratings.cs
                  "ml-10m (ratings.dat + movies.dat)")
 
 
-def _find(data_dir: Path, name: str) -> Path | None:
-    """A data file, also accepted gzip-compressed (Spark reads .gz transparently)."""
-    for candidate in (data_dir / name, data_dir / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
+@dataclass(frozen=True)
+class Folder:
+    """A dataset folder's files, listed once: on the local disk, or on any Hadoop file system
+    (`--data s3a://bucket/ml-latest-small`), where Spark's executors read them directly."""
+
+    location: str  # an absolute local path or a URI
+    files: dict[str, tuple[int, datetime]]  # name: (size in bytes, modified at, UTC)
+    spark: object = None  # the session whose Hadoop file system reaches a URI
+
+    def path(self, name: str) -> str:
+        return f"{self.location}/{name}"
+
+    def find(self, name: str) -> str | None:
+        """A data file's name, also accepted gzip-compressed (Spark reads .gz transparently)."""
+        return next((n for n in (name, f"{name}.gz") if n in self.files), None)
+
+    def first_line(self, name: str) -> bytes:
+        try:
+            if self.spark is None:
+                opener = gzip.open if name.endswith(".gz") else open
+                with opener(self.path(name), "rb") as handle:
+                    return handle.readline()
+            from pipelines import storage
+
+            head = storage.read_head(self.spark, self.path(name), HEADER_BYTES)
+            if name.endswith(".gz"):
+                head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, HEADER_BYTES)
+            return head.split(b"\n", 1)[0] + (b"\n" if b"\n" in head else b"")
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ReelhouseError(f"{self.path(name)} cannot be read ({exc}): replace the "
+                                 "file.") from exc
+
+
+HEADER_BYTES = 1 << 16  # read to find a file's first line on object storage
+
+
+def open_folder(spark, data_dir: str | Path) -> Folder:
+    """The dataset folder at a local path (a .zip is unpacked first) or a URI, listed."""
+    from pipelines.settings import is_uri
+
+    if is_uri(str(data_dir)):
+        from pipelines import storage
+
+        location = str(data_dir).rstrip("/")
+        listing = storage.list_files(spark, location)
+        if listing is None:
+            raise ReelhouseError(f"{location} is not a folder: pass --data with a MovieLens "
+                                 "folder.")
+        return Folder(location, {name: (size, datetime.fromtimestamp(ms / 1000, UTC)
+                                        .replace(tzinfo=None))
+                                 for name, (size, ms) in listing.items()}, spark)
+    folder = unpacked(Path(data_dir).expanduser().resolve())
+    if not folder.is_dir():
+        raise ReelhouseError(f"{folder} is not a folder: pass --data with a MovieLens folder.")
+    files = {}
+    for entry in folder.iterdir():
+        if entry.is_file():
+            stat = entry.stat()
+            files[entry.name] = (stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC)
+                                 .replace(tzinfo=None))
+    return Folder(str(folder), files)
 
 
 def unpacked(data_path: Path) -> Path:
@@ -103,46 +160,37 @@ def unpacked(data_path: Path) -> Path:
     return data_path
 
 
-def detect_layout(data_dir: Path) -> Layout:
+def detect_layout(folder: Folder) -> Layout:
     """Which layout the folder holds, from the files present; a clear error when none fits."""
-    if not data_dir.is_dir():
-        raise ReelhouseError(f"{data_dir} is not a folder: pass --data with a MovieLens folder.")
-    if _find(data_dir, "ratings.dat") and _find(data_dir, "movies.dat"):
-        return LAYOUTS[2] if _find(data_dir, "users.dat") else LAYOUTS[3]
+    if folder.find("ratings.dat") and folder.find("movies.dat"):
+        return LAYOUTS[2] if folder.find("users.dat") else LAYOUTS[3]
     for layout in LAYOUTS[:2]:
-        if all(_find(data_dir, f.name) for f in layout.required()):
+        if all(folder.find(f.name) for f in layout.required()):
             return layout
     for layout in LAYOUTS:
         ratings, movies = layout.required()
-        if _find(data_dir, movies.name) and not _find(data_dir, ratings.name):
+        if folder.find(movies.name) and not folder.find(ratings.name):
             raise ReelhouseError(
-                f"{data_dir} has {movies.name} but no {ratings.name}: a {layout.name} folder "
-                "needs its ratings file.")
-    raise ReelhouseError(f"{data_dir} holds no MovieLens layout reelhouse knows: {KNOWN_LAYOUTS}.")
+                f"{folder.location} has {movies.name} but no {ratings.name}: a {layout.name} "
+                "folder needs its ratings file.")
+    raise ReelhouseError(f"{folder.location} holds no MovieLens layout reelhouse knows: "
+                         f"{KNOWN_LAYOUTS}.")
 
 
-def _first_line(path: Path) -> bytes:
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as handle:
-            return handle.readline()
-    except (OSError, EOFError) as exc:
-        raise ReelhouseError(f"{path} cannot be read ({exc}): replace the file.") from exc
-
-
-def check_header(path: Path, data_file: DataFile) -> None:
+def check_header(folder: Folder, name: str, data_file: DataFile) -> None:
     """CSV files must start with GroupLens' header; anything else (a wrong delimiter, another
     file under this name) stops the load with the header we expected."""
-    first = _first_line(path)
+    first = folder.first_line(name)
     if not first:
-        raise ReelhouseError(f"{path} is empty: it should hold the {data_file.kind}.")
+        raise ReelhouseError(f"{folder.path(name)} is empty: it should hold the "
+                             f"{data_file.kind}.")
     if data_file.header is None:
         return
     text = first.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n").strip()
     if text != data_file.header:
         raise ReelhouseError(
-            f"{path} line 1 is {text[:80]!r}, not the header {data_file.header!r}: is it a "
-            "GroupLens file, comma-separated?")
+            f"{folder.path(name)} line 1 is {text[:80]!r}, not the header {data_file.header!r}: "
+            "is it a GroupLens file, comma-separated?")
 
 
 def read_lines(spark, path: str, encoding: str, skip_header: bool):
@@ -191,32 +239,33 @@ FILES_SCHEMA = ("dataset_dir string, dataset_format string, file_kind string, so
                 "ingested_at timestamp")
 
 
-def data_files(data_dir: Path, layout: Layout) -> list[tuple[DataFile, Path]]:
-    """The layout's files present in the folder, plus extra rating files dropped beside the
-    main one (e.g. ratings-2024-06.csv next to ratings.csv): each is loaded once, when new."""
+def data_files(folder: Folder, layout: Layout) -> list[tuple[DataFile, str]]:
+    """The layout's files present in the folder (by name), plus extra rating files dropped
+    beside the main one (e.g. ratings-2024-06.csv next to ratings.csv): each is loaded once,
+    when new."""
     found = []
     for data_file in layout.files:
-        main = _find(data_dir, data_file.name)
+        main = folder.find(data_file.name)
         if main is None:
             continue
         found.append((data_file, main))
         if data_file.kind == "ratings":
             stem, dot, suffix = data_file.name.partition(".")
             for pattern in (f"{stem}*.{suffix}", f"{stem}*.{suffix}.gz"):
-                for extra in sorted(data_dir.glob(pattern)):
-                    if extra != main and extra.is_file() and (data_file, extra) not in found:
+                for extra in sorted(fnmatch.filter(folder.files, pattern)):
+                    if extra != main and (data_file, extra) not in found:
                         found.append((data_file, extra))
     return found
 
 
-def _previous_files(spark, settings: Settings, data_dir: Path) -> dict[str, tuple]:
+def _previous_files(spark, settings: Settings, data_dir: str) -> dict[str, tuple]:
     """What the last ingest of this same folder read: {source_file: (size, mtime)}. Empty when
     the warehouse last held another folder, which makes this ingest a full refresh."""
     if not registration.table_exists(spark, settings, "ingest_files"):
         return {}
     rows = spark.sql(f"select dataset_dir, source_file, size_bytes, modified_at from "
                      f"{naming.qualified(settings, 'ingest_files')}").collect()
-    if any(row.dataset_dir != str(data_dir) for row in rows):
+    if any(row.dataset_dir != data_dir for row in rows):
         return {}
     return {row.source_file: (row.size_bytes, row.modified_at) for row in rows}
 
@@ -230,8 +279,9 @@ def ingest_dataset(spark, settings: Settings, data_dir: str | Path) -> dict:
     nothing is written, so every downstream table stays as it is. Returns {kind: lines read}."""
     from pyspark.sql import functions as F
 
-    data_dir = unpacked(Path(data_dir).expanduser().resolve())
-    layout = detect_layout(data_dir)
+    folder = open_folder(spark, data_dir)
+    data_dir = folder.location
+    layout = detect_layout(folder)
     ingested_at = datetime.now(UTC).replace(tzinfo=None)
     previous = _previous_files(spark, settings, data_dir)
     full_refresh = not previous or not all(
@@ -245,26 +295,25 @@ def ingest_dataset(spark, settings: Settings, data_dir: str | Path) -> dict:
     to_write = {}
     for kind in FILE_KINDS:
         frames, changed = [], []
-        for data_file, path in data_files(data_dir, layout):
+        for data_file, name in data_files(folder, layout):
             if data_file.kind != kind:
                 continue
-            stat = path.stat()
-            modified_at = datetime.fromtimestamp(stat.st_mtime, UTC).replace(tzinfo=None)
-            if not full_refresh and previous.get(str(path)) == (stat.st_size, modified_at):
+            path, (size, modified_at) = folder.path(name), folder.files[name]
+            if not full_refresh and previous.get(path) == (size, modified_at):
                 continue
-            check_header(path, data_file)
+            check_header(folder, name, data_file)
             try:
-                lines, count = read_lines(spark, str(path), data_file.encoding,
+                lines, count = read_lines(spark, path, data_file.encoding,
                                           data_file.header is not None)
             except Exception as exc:  # Spark met a damaged file (e.g. a truncated gzip)
-                raise _unreadable([str(path)], exc) from exc
+                raise _unreadable([path], exc) from exc
             frames.append(lines.select(
-                F.lit(layout.name).alias("dataset_format"), F.lit(str(path)).alias("source_file"),
+                F.lit(layout.name).alias("dataset_format"), F.lit(path).alias("source_file"),
                 "line_number", "raw_line", "is_decodable", F.lit(ingested_at).alias("ingested_at")))
-            changed.append(str(path))
+            changed.append(path)
             lines_read[kind] += count
-            file_rows.append((str(data_dir), layout.name, kind, str(path), stat.st_size,
-                              modified_at, count, ingested_at))
+            file_rows.append((data_dir, layout.name, kind, path, size, modified_at, count,
+                              ingested_at))
         if full_refresh or frames:
             to_write[kind] = (frames, changed)
     if full_refresh and lines_read["ratings"] == 0:
@@ -273,7 +322,8 @@ def ingest_dataset(spark, settings: Settings, data_dir: str | Path) -> dict:
         df = frames[0] if frames else naming.literal_rows(spark, RAW_SCHEMA, [])
         for frame in frames[1:]:
             df = df.unionByName(frame)
-        label = f"raw {kind:<7} <- {', '.join(Path(p).name for p in changed) or '(no file)'}"
+        names = ", ".join(p.rsplit("/", 1)[-1] for p in changed)
+        label = f"raw {kind:<7} <- {names or '(no file)'}"
         with progress.step(label) as info:
             try:
                 if full_refresh:

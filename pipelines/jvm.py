@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -158,27 +159,41 @@ def _fetch(url: str, dest: Path) -> None:
     tmp.replace(dest)
 
 
-def ensure_delta_jars(jars_dir: Path, quiet: bool = False) -> list[Path]:
-    """Local paths of Delta's jars, downloading (and SHA-1 checking) the ones not cached yet."""
+def _sha1_of(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _maven_url(group: str, artifact: str, ver: str, kind: str = "jar") -> str:
+    return f"{MAVEN_REPO}/{group.replace('.', '/')}/{artifact}/{ver}/{artifact}-{ver}.{kind}"
+
+
+def ensure_jars(jars_dir: Path, artifacts: list[tuple[str, str, str]], what: str,
+                quiet: bool = False) -> list[Path]:
+    """Local paths of the artifacts' jars, downloading (and SHA-1 checking) the ones not cached
+    yet; `what` names them in messages ("Delta Lake's")."""
     jars_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for group, artifact, ver in delta_artifacts():
+    for group, artifact, ver in artifacts:
         jar = jars_dir / f"{artifact}-{ver}.jar"
         if not jar.exists():
-            base = f"{MAVEN_REPO}/{group.replace('.', '/')}/{artifact}/{ver}/{artifact}-{ver}.jar"
+            url = _maven_url(group, artifact, ver)
             if not quiet:
                 print(f"reelhouse: fetching {group}:{artifact}:{ver} into {jars_dir}",
                       file=sys.stderr)
             try:
-                with urllib.request.urlopen(base + ".sha1", timeout=60) as response:
+                with urllib.request.urlopen(url + ".sha1", timeout=60) as response:
                     expected = response.read().decode().split()[0].strip().lower()
-                _fetch(base, jar)
+                _fetch(url, jar)
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
                 raise ReelhouseError(
-                    f"Could not download Delta Lake's jar {artifact}-{ver} from {MAVEN_REPO} "
+                    f"Could not download {what} jar {artifact}-{ver} from {MAVEN_REPO} "
                     f"({exc}): check the network or a proxy, or copy the jar into {jars_dir} "
                     "(REELHOUSE_JARS_DIR) by hand.") from exc
-            actual = hashlib.sha1(jar.read_bytes()).hexdigest()
+            actual = _sha1_of(jar)
             if actual != expected:
                 jar.unlink()
                 raise ReelhouseError(
@@ -186,3 +201,95 @@ def ensure_delta_jars(jars_dir: Path, quiet: bool = False) -> list[Path]:
                     f"publishes {expected}): run the command again to fetch it afresh.")
         paths.append(jar)
     return paths
+
+
+def ensure_delta_jars(jars_dir: Path, quiet: bool = False) -> list[Path]:
+    return ensure_jars(jars_dir, delta_artifacts(), "Delta Lake's", quiet)
+
+
+def hadoop_version() -> str:
+    """The Hadoop pyspark ships, from its hadoop-client-api jar's name."""
+    import pyspark
+
+    jars = sorted((Path(pyspark.__file__).resolve().parent / "jars").glob(
+        "hadoop-client-api-*.jar"))
+    if not jars:
+        raise ReelhouseError("pyspark's jars hold no hadoop-client-api jar: reinstall pyspark.")
+    return jars[-1].name.removeprefix("hadoop-client-api-").removesuffix(".jar")
+
+
+def _read_url(url: str, what: str, fallback: Path) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return response.read().decode()
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise ReelhouseError(
+            f"Could not read {what} from {MAVEN_REPO} ({exc}): check the network, or write "
+            f"the list of jars S3A needs in {fallback} by hand.") from exc
+
+
+def _compile_dependencies(pom: str) -> list[tuple[str, str]]:
+    """(group, artifact) of a pom's compile-scope, non-optional dependencies."""
+    found = []
+    for block in re.findall(r"<dependency>(.*?)</dependency>", pom, re.S):
+        fields = dict(re.findall(r"<(groupId|artifactId|scope|optional)>([^<]+)<", block))
+        if fields.get("scope", "compile") == "compile" and fields.get("optional") != "true":
+            found.append((fields["groupId"], fields["artifactId"]))
+    return found
+
+
+def _managed_version(project_pom: str, group: str, artifact: str) -> str | None:
+    """The version hadoop-project's dependencyManagement gives a dependency, ${…} resolved."""
+    for block in re.findall(r"<dependency>(.*?)</dependency>", project_pom, re.S):
+        if (f"<groupId>{group}</groupId>" in block
+                and f"<artifactId>{artifact}</artifactId>" in block):
+            version = re.search(r"<version>([^<]+)<", block)
+            if version is None:
+                return None
+            value = version.group(1).strip()
+            prop = re.fullmatch(r"\$\{(.+)\}", value)
+            if prop:
+                found = re.search(rf"<{re.escape(prop.group(1))}>([^<]+)<", project_pom)
+                return found.group(1).strip() if found else None
+            return value
+    return None
+
+
+def s3a_artifacts(jars_dir: Path) -> list[tuple[str, str, str]]:
+    """hadoop-aws for pyspark's Hadoop and what it needs at run time: its compile-scope
+    dependencies (the AWS SDK bundle, the S3 analytics accelerator) at the versions that Hadoop
+    release was built with (its hadoop-project pom; other versions can fail at run time).
+    Read from Maven Central once and kept beside the jars."""
+    hadoop = hadoop_version()
+    known = jars_dir / f"hadoop-{hadoop}-s3a.json"
+    if not known.is_file():
+        aws_pom = _read_url(_maven_url("org.apache.hadoop", "hadoop-aws", hadoop, "pom"),
+                            f"hadoop-aws {hadoop}'s pom", known)
+        project_pom = _read_url(_maven_url("org.apache.hadoop", "hadoop-project", hadoop, "pom"),
+                                f"Hadoop {hadoop}'s build settings", known)
+        artifacts = [("org.apache.hadoop", "hadoop-aws", hadoop)]
+        for group, artifact in _compile_dependencies(aws_pom):
+            if group == "org.apache.hadoop":  # pyspark's hadoop-client jars have these
+                continue
+            version = _managed_version(project_pom, group, artifact)
+            if version is None:
+                raise ReelhouseError(f"Hadoop {hadoop}'s pom gives no version of {group}:"
+                                     f"{artifact}: write the list of jars in {known} by hand.")
+            artifacts.append((group, artifact, version))
+        jars_dir.mkdir(parents=True, exist_ok=True)
+        known.write_text(json.dumps(artifacts, indent=1) + "\n")
+    return [tuple(entry) for entry in json.loads(known.read_text())]
+
+
+def ensure_s3a_jars(jars_dir: Path, quiet: bool = False) -> list[Path]:
+    """S3A's jars (about 690 MB, the SDK bundle nearly all of it): fetched only for a
+    warehouse or dataset on s3a://, or by `reelhouse setup --s3a`."""
+    return ensure_jars(jars_dir, s3a_artifacts(jars_dir), "S3A's", quiet)
+
+
+def jars_for(settings, quiet: bool = False) -> list[Path]:
+    """Every jar a JVM of ours loads for these settings: Delta's, and S3A's where needed."""
+    jars = ensure_delta_jars(settings.jars_dir, quiet)
+    if settings.uses_s3a:
+        jars += ensure_s3a_jars(settings.jars_dir, quiet)
+    return jars

@@ -100,7 +100,7 @@ def needs_training(spark, settings: Settings) -> bool:
     return dict(latest.input_versions or {}) != model_runs.input_versions(spark, settings)
 
 
-def run_pipeline(spark, settings: Settings, data_dir: Path, run_id: str,
+def run_pipeline(spark, settings: Settings, data_dir: str | Path, run_id: str,
                  cli_vars: dict | None = None, selectors: list[str] | None = None,
                  force: bool = False, steps: tuple[str, ...] = STEPS,
                  abandoned: list[dict] = ()) -> dict:

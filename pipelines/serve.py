@@ -171,7 +171,7 @@ def spark_sql_command(settings: Settings, user_args: list[str], init_file: Path)
     init_file.parent.mkdir(parents=True, exist_ok=True)
     init_file.write_text(registration.registration_script(settings, tables, views)
                          + f"use {settings.schema};\n")
-    conf = spark_config(settings, jvm.ensure_delta_jars(settings.jars_dir, quiet=True))
+    conf = spark_config(settings, jvm.jars_for(settings, quiet=True))
     command = [str(spark_home() / "bin" / "spark-sql"), "--master", conf.pop("spark.master")]
     for key, value in conf.items():
         if not key.startswith("spark.pyspark."):

@@ -16,6 +16,11 @@ STEPS = ("ingest", "build", "train", "evaluate", "report")  # what `reelhouse ru
 _URI_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
+def is_uri(path: str) -> bool:
+    """s3a://bucket/x, hdfs://..., file:///x: a location for Hadoop's file systems."""
+    return bool(_URI_SCHEME.match(path))
+
+
 def normalise_warehouse(path: str) -> str:
     """A warehouse root as Spark wants it: URIs (s3a://, hdfs://, abfss://, file://) kept as they
     are, local paths made absolute so a table's LOCATION means the same from any directory."""
@@ -23,7 +28,7 @@ def normalise_warehouse(path: str) -> str:
     if not path:
         raise ReelhouseError(
             "The warehouse path is empty: pass --warehouse PATH or unset REELHOUSE_WAREHOUSE.")
-    if _URI_SCHEME.match(path):
+    if is_uri(path):
         return path.rstrip("/")
     return str(Path(path).expanduser().resolve())
 
@@ -71,6 +76,12 @@ class Settings:
     @property
     def is_local(self) -> bool:
         return self.master.startswith("local")
+
+    @property
+    def uses_s3a(self) -> bool:
+        """Whether S3A's jars are needed: the warehouse is on s3a://, or S3A is configured."""
+        return self.warehouse.startswith("s3a://") or any(
+            key.startswith("spark.hadoop.fs.s3a.") for key, _ in self.spark_conf)
 
     def table_location(self, table: str) -> str:
         """Where a table's Delta files live: <warehouse>/<schema>/<table>."""

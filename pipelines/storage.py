@@ -75,6 +75,62 @@ def write_text_file(spark, location: str, text: str) -> None:
         stream.close()
 
 
+def list_files(spark, location: str) -> dict[str, tuple[int, int]] | None:
+    """The files directly in a folder: {name: (size in bytes, modified at in epoch ms)}; None
+    if there is no such folder."""
+    folder, fs = fs_path(spark, location)
+    if not fs.exists(folder) or not fs.getFileStatus(folder).isDirectory():
+        return None
+    return {status.getPath().getName(): (status.getLen(), status.getModificationTime())
+            for status in fs.listStatus(folder) if status.isFile()}
+
+
+def read_head(spark, location: str, num_bytes: int) -> bytes:
+    """Up to the first num_bytes of a file, as stored (no decompression)."""
+    jvm = spark.sparkContext._jvm
+    path, fs = fs_path(spark, location)
+    stream = fs.open(path)
+    try:
+        bounded = jvm.org.apache.commons.io.input.BoundedInputStream(stream, num_bytes)
+        return bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(bounded))
+    finally:
+        stream.close()
+
+
+def read_text(spark, location: str) -> str | None:
+    """A file's text, or None if there is no such file."""
+    path, fs = fs_path(spark, location)
+    return read_file(spark, path) if fs.exists(path) else None
+
+
+# Hadoop's option for "create only if absent" (Options.CreateFileOptionKeys): S3A sends the PUT
+# with If-None-Match: *, so the store refuses a second writer atomically (HADOOP-19256).
+CONDITIONAL_CREATE = "fs.option.create.conditional.overwrite"
+
+
+def create_new_file(spark, location: str, text: str) -> bool:
+    """Write a file unless one is there already; False if one was. Atomic where the file system
+    makes it so: HDFS's create, and object storage's conditional PUT. (A local path: use
+    O_EXCL instead, as lock.py does; Hadoop's local file system checks, then writes.)"""
+    from py4j.protocol import Py4JJavaError
+
+    path, fs = fs_path(spark, location)
+    try:
+        stream = fs.createFile(path).overwrite(False).opt(CONDITIONAL_CREATE, True).build()
+        try:
+            stream.write(bytearray(text.encode("utf-8")))
+        finally:
+            stream.close()  # where an object store's PUT happens, and is refused
+    except Py4JJavaError as exc:
+        java = exc.java_exception
+        name, message = java.getClass().getName(), str(java.getMessage() or "")
+        if (name.endswith("FileAlreadyExistsException") or "412" in message
+                or "PreconditionFailed" in message or "Precondition Failed" in message):
+            return False
+        raise
+    return True
+
+
 def delete_path(spark, location: str) -> None:
     path, fs = fs_path(spark, location)
     if fs.exists(path):

@@ -42,7 +42,7 @@ def test_ml_1m_and_ml_10m_are_told_apart_by_users_dat(spark, new_warehouse, tmp_
     write_file(one_m, "movies.dat", "73::Misérables, Les (1995)::Drama|Musical\n",
                encoding="iso-8859-1")
     write_file(one_m, "users.dat", "1::F::1::10::48067\n")
-    assert ingest.detect_layout(one_m).name == "ml-1m"
+    assert ingest.detect_layout(ingest.open_folder(spark, one_m)).name == "ml-1m"
     settings = new_warehouse()
     ingest.ingest_dataset(spark, settings, one_m)
     assert raw_lines(spark, "raw_movies") == [
@@ -52,12 +52,12 @@ def test_ml_1m_and_ml_10m_are_told_apart_by_users_dat(spark, new_warehouse, tmp_
     write_file(ten_m, "ratings.dat", "1::122::5::838985046\n1::185::4.5::838983525\n")
     write_file(ten_m, "movies.dat", "122::Boomerang (1992)::Comedy|Romance\n")
     write_file(ten_m, "tags.dat", "15::4973::excellent!::1215184630\n")
-    assert ingest.detect_layout(ten_m).name == "ml-10m"
+    assert ingest.detect_layout(ingest.open_folder(spark, ten_m)).name == "ml-10m"
 
 
 def test_unknown_layout_message_names_the_known_layouts(tmp_path):
     with pytest.raises(ReelhouseError) as caught:
-        ingest.detect_layout(tmp_path)
+        ingest.detect_layout(ingest.open_folder(None, tmp_path))
     for name in ("ml-latest-small", "ml-100k", "ml-1m", "ml-10m", "ml-25m"):
         assert name in str(caught.value)
 
