@@ -35,6 +35,12 @@ case "$command" in
                 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium wrk) \
                 >/dev/null 2>&1 || echo "dev.sh: chromium or wrk could not be installed" >&2
         fi
+        # The object-storage tests run against a real S3-compatible server, SeaweedFS, built
+        # once from the Go module proxy into the cache (tests/object_store.py), through S3A's
+        # jars (fetched once, like Delta's).
+        .venv/bin/reelhouse setup --s3a
+        .venv/bin/python -m tests.object_store install >/dev/null \
+            || echo "dev.sh: SeaweedFS could not be built; the object-storage tests will skip" >&2
         .venv/bin/ruff check .
         .venv/bin/sqlfluff lint sql
         # The fault chain (tests/faults) starts a JVM ten times: where the machine has a Java 25

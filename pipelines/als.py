@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 
-from pipelines import naming, progress, rendering, sql_project
+from pipelines import naming, progress, rendering, session, sql_project
 from pipelines.errors import ReelhouseError
 from pipelines.settings import Settings
 
@@ -216,8 +216,7 @@ def fit_als(spark, settings: Settings, rows, params: TrainParams):
 
     if spark.sparkContext.getCheckpointDir() is None:
         spark.sparkContext.setCheckpointDir(settings.checkpoint_location)
-    blocks = int(spark.conf.get("spark.default.parallelism", None)
-                 or spark.sparkContext.defaultParallelism)
+    blocks = session.parallelism(spark)
     als = ALS(rank=params.rank, maxIter=params.max_iter, regParam=params.reg_param,
               alpha=params.alpha, implicitPrefs=params.implicit,
               nonnegative=params.nonnegative, seed=params.seed,

@@ -193,6 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--reload-seconds", type=float, default=2.0,
                      help="how often to look for a newly finished model run")
 
+    cluster = command("cluster", cluster_command)
+    cluster.add_argument("action", choices=("start", "stop", "status"))
+    cluster.add_argument("--workers", type=int, default=2, help="workers to start (default 2)")
+    cluster.add_argument("--cores", type=int, default=1, help="cores per worker (default 1)")
+    cluster.add_argument("--memory", default="2g", help="memory per worker (default 2g)")
+    cluster.add_argument("--host", default="127.0.0.1",
+                         help="address the master and workers bind (default loopback)")
+    cluster.add_argument("--dir", type=Path, metavar="DIR",
+                         help="the cluster's pids, logs and work folders (default "
+                              "~/.cache/reelhouse/cluster)")
+
     passwd = command("passwd", passwd_command)
     passwd.add_argument("--auth-file", required=True)
     passwd.add_argument("--user", required=True)
@@ -216,7 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="allow --retain-hours below 168 (breaks older time travel and "
                                "readers of old versions)")
 
-    command("setup", setup_command)
+    setup = command("setup", setup_command)
+    setup.add_argument("--s3a", action="store_true",
+                       help="also fetch S3A's jars for s3a:// warehouses and data (hadoop-aws "
+                            "and the AWS SDK bundle, about 690 MB; otherwise fetched on first "
+                            "use)")
 
     train = command("train", train_command)
     _with_train_options(train)
@@ -321,10 +336,14 @@ def run_command(args: argparse.Namespace, settings: Settings) -> None:
     if unknown:
         raise ReelhouseError(f"--steps {','.join(unknown)}: the steps are {', '.join(STEPS)}.")
     run_id = run_ids.new_run_id()
-    # The lock comes first: a second run is refused at once, before Spark even starts.
-    with lock.run_lock(settings, run_id) as abandoned:
-        data_dir = Path(args.data) if args.data else pipeline.default_dataset(Path.cwd())
-        spark = session.create_spark(settings)
+    # The lock comes first: a second run is refused at once, before Spark even starts, except
+    # on object storage, which only Spark's Hadoop file system reaches.
+    jars = _data_jars(settings, args.data)
+    spark = (session.create_spark(settings, extra_jars=jars)
+             if lock.on_object_storage(settings) else None)
+    with lock.run_lock(settings, run_id, spark) as abandoned:
+        data_dir = args.data or pipeline.default_dataset(Path.cwd())  # a path or a URI
+        spark = spark or session.create_spark(settings, extra_jars=jars)
         progress.say(f"run {run_id} started")
         row = pipeline.run_pipeline(spark, settings, data_dir, run_id, cli_vars, args.select,
                                     force=args.force, steps=steps, abandoned=abandoned)
@@ -340,7 +359,16 @@ def ingest_command(args: argparse.Namespace, settings: Settings) -> None:
     """
     from pipelines import ingest, session
 
-    ingest.ingest_dataset(session.create_spark(settings), settings, Path(args.data))
+    spark = session.create_spark(settings, extra_jars=_data_jars(settings, args.data))
+    ingest.ingest_dataset(spark, settings, args.data)
+
+
+def _data_jars(settings: Settings, data: str | None) -> list[Path]:
+    """S3A's jars for a dataset on s3a:// when the settings alone do not call for them."""
+    from pipelines import jvm
+
+    wanted = bool(data) and data.startswith("s3a://") and not settings.uses_s3a
+    return jvm.ensure_s3a_jars(settings.jars_dir) if wanted else []
 
 
 def build_command(args: argparse.Namespace, settings: Settings) -> None:
@@ -417,6 +445,28 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
 
     return serve.serve(settings, args.host, args.port, args.refresh_seconds, args.no_auth,
                        Path(args.auth_file) if args.auth_file else None)
+
+
+def cluster_command(args: argparse.Namespace, settings: Settings) -> None:
+    """start, stop or show a Spark standalone cluster on this machine, to run on with --master
+
+    Example: reelhouse run --master "$(reelhouse cluster start --workers 2)"; then
+    reelhouse cluster stop
+    """
+    from pipelines import cluster
+
+    folder = (args.dir or settings.jars_dir.parent / "cluster").expanduser().resolve()
+    if args.action == "start":
+        print(cluster.start(folder, args.workers, args.cores, args.memory, args.host).master_url)
+    elif args.action == "stop":
+        progress.say(f"stopped {cluster.stop(folder)} cluster processes from {folder}")
+    else:
+        state = cluster.read_state(folder)
+        if state is None:
+            raise ReelhouseError(f"No cluster was started from {folder}: reelhouse cluster "
+                                 "start.")
+        workers, cores = state.workers_alive()
+        print(f"{state.master_url}\t{workers} workers alive\t{cores} cores\t{state.web_url}")
 
 
 def api_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -512,8 +562,10 @@ def setup_command(args: argparse.Namespace, settings: Settings) -> None:
     from pipelines import jvm
 
     version = jvm.check_java()
-    jars = jvm.ensure_delta_jars(settings.jars_dir)
-    progress.say(f"Java {version} ok; Delta jars cached: {', '.join(j.name for j in jars)}")
+    jars = jvm.jars_for(settings)
+    if args.s3a and not settings.uses_s3a:
+        jars += jvm.ensure_s3a_jars(settings.jars_dir)
+    progress.say(f"Java {version} ok; jars cached: {', '.join(j.name for j in jars)}")
     cache = jvm.start_cache_path(settings.jars_dir, jars)
     if cache is not None and not cache.is_file():
         from pipelines import pipeline
@@ -743,7 +795,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if not type(exc).__module__.startswith(("pyspark", "py4j")):
             raise  # a bug in reelhouse: the stack trace is for us
-        print(f"reelhouse: error: Spark failed: {spark_message(exc)}", file=sys.stderr)
+        message = spark_message(exc)
+        if "AccessDeniedException" in message:  # S3A (or another store) refused the keys
+            message += (" -- check the credentials (AWS_ACCESS_KEY_ID and "
+                        "AWS_SECRET_ACCESS_KEY, a profile, or fs.s3a.* settings) and the "
+                        "bucket's permissions")
+        print(f"reelhouse: error: Spark failed: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("reelhouse: interrupted", file=sys.stderr)
