@@ -205,27 +205,31 @@ def _job_label(description: str | None) -> str:
     return f"{base} (Delta log)" if from_delta else base
 
 
-def job_seconds_by_description(event_log_dir: Path) -> dict[str, float]:
-    """Seconds of Spark jobs grouped by their description (`step ingest`, `model
-    movielens.ratings`, ...), from the event log. Models built side by side overlap, so the
-    sum can exceed the wall time."""
-    starts, totals = {}, {}
+def spark_events(event_log_dir: Path, prefix: str):
+    """The events of Spark's event log files under a folder whose line starts with `prefix`
+    (e.g. '"SparkListenerJob'), parsed; other lines are skipped unparsed."""
     for path in event_log_dir.rglob("*"):
         if not path.is_file() or path.name.startswith((".", "appstatus")):
             continue
         with open(path) as events:
             for line in events:
-                if '"SparkListenerJob' not in line[:40]:
-                    continue
-                event = json.loads(line)
-                if event["Event"] == "SparkListenerJobStart":
-                    properties = event.get("Properties") or {}
-                    label = _job_label(properties.get("spark.job.description"))
-                    starts[event["Job ID"]] = (label, event["Submission Time"])
-                elif event["Job ID"] in starts:
-                    label, start = starts.pop(event["Job ID"])
-                    totals[label] = totals.get(label, 0.0) + \
-                        (event["Completion Time"] - start) / 1000
+                if prefix in line[:40]:
+                    yield json.loads(line)
+
+
+def job_seconds_by_description(event_log_dir: Path) -> dict[str, float]:
+    """Seconds of Spark jobs grouped by their description (`step ingest`, `model
+    movielens.ratings`, ...), from the event log. Models built side by side overlap, so the
+    sum can exceed the wall time."""
+    starts, totals = {}, {}
+    for event in spark_events(event_log_dir, '"SparkListenerJob'):
+        if event["Event"] == "SparkListenerJobStart":
+            properties = event.get("Properties") or {}
+            label = _job_label(properties.get("spark.job.description"))
+            starts[event["Job ID"]] = (label, event["Submission Time"])
+        elif event["Job ID"] in starts:
+            label, start = starts.pop(event["Job ID"])
+            totals[label] = totals.get(label, 0.0) + (event["Completion Time"] - start) / 1000
     return dict(sorted(((k, round(v, 1)) for k, v in totals.items()),
                        key=lambda item: -item[1]))
 

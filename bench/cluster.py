@@ -30,6 +30,7 @@ from bench.__main__ import (
     job_seconds_by_description,
     machine,
     measured,
+    spark_events,
 )
 from pipelines import cluster
 
@@ -44,36 +45,29 @@ def task_metrics(event_log_dir: Path) -> dict:
                           "gc_s", "shuffle_fetch_wait_s", "scheduler_delay_s",
                           "shuffle_write_mb", "shuffle_remote_read_mb", "shuffle_local_read_mb"),
                          0.0)
-    for path in event_log_dir.rglob("*"):
-        if not path.is_file() or path.name.startswith((".", "appstatus")):
+    for event in spark_events(event_log_dir, '"SparkListenerTaskEnd"'):
+        info, metrics = event.get("Task Info") or {}, event.get("Task Metrics") or {}
+        if not metrics:
             continue
-        with open(path) as events:
-            for line in events:
-                if '"SparkListenerTaskEnd"' not in line[:40]:
-                    continue
-                event = json.loads(line)
-                info, metrics = event.get("Task Info") or {}, event.get("Task Metrics") or {}
-                if not metrics:
-                    continue
-                read = metrics.get("Shuffle Read Metrics") or {}
-                write = metrics.get("Shuffle Write Metrics") or {}
-                run = metrics.get("Executor Run Time", 0)
-                deserialize = metrics.get("Executor Deserialize Time", 0)
-                serialize = metrics.get("Result Serialization Time", 0)
-                duration = info.get("Finish Time", 0) - info.get("Launch Time", 0)
-                sums["tasks"] += 1
-                sums["run_s"] += run / 1000
-                sums["cpu_s"] += metrics.get("Executor CPU Time", 0) / 1e9
-                sums["deserialize_s"] += deserialize / 1000
-                sums["result_serialize_s"] += serialize / 1000
-                sums["gc_s"] += metrics.get("JVM GC Time", 0) / 1000
-                sums["shuffle_fetch_wait_s"] += read.get("Fetch Wait Time", 0) / 1000
-                sums["scheduler_delay_s"] += max(
-                    0, duration - run - deserialize - serialize
-                    - info.get("Getting Result Time", 0)) / 1000
-                sums["shuffle_write_mb"] += write.get("Shuffle Bytes Written", 0) / 1e6
-                sums["shuffle_remote_read_mb"] += read.get("Remote Bytes Read", 0) / 1e6
-                sums["shuffle_local_read_mb"] += read.get("Local Bytes Read", 0) / 1e6
+        read = metrics.get("Shuffle Read Metrics") or {}
+        write = metrics.get("Shuffle Write Metrics") or {}
+        run = metrics.get("Executor Run Time", 0)
+        deserialize = metrics.get("Executor Deserialize Time", 0)
+        serialize = metrics.get("Result Serialization Time", 0)
+        duration = info.get("Finish Time", 0) - info.get("Launch Time", 0)
+        sums["tasks"] += 1
+        sums["run_s"] += run / 1000
+        sums["cpu_s"] += metrics.get("Executor CPU Time", 0) / 1e9
+        sums["deserialize_s"] += deserialize / 1000
+        sums["result_serialize_s"] += serialize / 1000
+        sums["gc_s"] += metrics.get("JVM GC Time", 0) / 1000
+        sums["shuffle_fetch_wait_s"] += read.get("Fetch Wait Time", 0) / 1000
+        sums["scheduler_delay_s"] += max(
+            0, duration - run - deserialize - serialize
+            - info.get("Getting Result Time", 0)) / 1000
+        sums["shuffle_write_mb"] += write.get("Shuffle Bytes Written", 0) / 1e6
+        sums["shuffle_remote_read_mb"] += read.get("Remote Bytes Read", 0) / 1e6
+        sums["shuffle_local_read_mb"] += read.get("Local Bytes Read", 0) / 1e6
     return {key: round(value, 1) for key, value in sums.items()}
 
 
